@@ -1,0 +1,245 @@
+"""The ``tumsyn`` command: one thin function per subcommand (parse, call the library, report).
+
+User errors (:class:`tumsyn.errors.TumsynError`, bad arguments) print one line to stderr and exit
+with code 2; ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from tumsyn.errors import TumsynError
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + textwrap.indent("\n".join(lines), "  ")
+
+
+def _add_metadata_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("imaging metadata (override any sidecar or DICOM value)")
+    group.add_argument("--modality", help="T1w, T2w, FLAIR, SWI, T2star, PD or T1CE (or an alias)")
+    group.add_argument("--tr", type=float, metavar="MS", help="repetition time in ms")
+    group.add_argument("--te", type=float, metavar="MS", help="echo time in ms")
+    group.add_argument("--ti", type=float, metavar="MS", help="inversion time in ms")
+    group.add_argument("--fa", metavar="DEG", help="flip angle in degrees, or a word such as T2var")
+    group.add_argument("--age", type=float, metavar="YEARS")
+    group.add_argument("--sex", help="F or M")
+    group.add_argument("--field", type=float, metavar="T", help="field strength in tesla")
+    group.add_argument("--manufacturer", help="scanner vendor, e.g. Siemens")
+    group.add_argument(
+        "--voxel-size", type=float, nargs=3, metavar=("X", "Y", "Z"), help="voxel size in mm"
+    )
+
+
+def _metadata_flags(args: argparse.Namespace) -> dict:
+    return {
+        "modality": args.modality,
+        "tr": args.tr,
+        "te": args.te,
+        "ti": args.ti,
+        "flip_angle": args.fa,
+        "age": args.age,
+        "sex": args.sex,
+        "field_strength": args.field,
+        "manufacturer": args.manufacturer,
+        "voxel_size": tuple(args.voxel_size) if args.voxel_size else None,
+    }
+
+
+def _checked_prompt(metadata) -> str:
+    """Prompt text, refused if the text encoder could not read it whole."""
+    from tumsyn.errors import PromptTooLongError
+    from tumsyn.metadata import format_prompt
+    from tumsyn.text import CONTEXT_LENGTH, ClipTokenizer
+
+    prompt = format_prompt(metadata)
+    needed = ClipTokenizer().count(prompt)
+    if needed > CONTEXT_LENGTH:
+        raise PromptTooLongError(
+            f"the prompt needs {needed} tokens, more than the model's {CONTEXT_LENGTH}: use fewer "
+            f"decimals in the values: {prompt}"
+        )
+    return prompt
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from tumsyn.io import load_nifti
+    from tumsyn.metadata import (
+        ImagingMetadata,
+        find_participant,
+        metadata_from_dicom,
+        metadata_from_sidecar,
+        prompt_voxel_size,
+    )
+
+    if args.sidecar and args.dicom:
+        raise TumsynError("give either --sidecar or --dicom, not both")
+    metadata = ImagingMetadata()
+    if args.dicom:
+        metadata = metadata_from_dicom(args.dicom)
+    elif args.sidecar:
+        participant = find_participant(args.sidecar, args.participants)
+        metadata = metadata_from_sidecar(args.sidecar, participant=participant)
+    elif args.participants:
+        raise TumsynError("--participants needs --sidecar (the subject comes from its BIDS name)")
+    if args.image and not args.voxel_size:
+        metadata = metadata.replace(voxel_size=prompt_voxel_size(load_nifti(args.image).voxel_size))
+    metadata = metadata.replace(**_metadata_flags(args))
+    print(_checked_prompt(metadata))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tumsyn.io import load_nifti
+    from tumsyn.metadata import (
+        ImagingMetadata,
+        find_participant,
+        metadata_from_sidecar,
+        modality_from_bids_name,
+        prompt_voxel_size,
+        sidecar_path,
+    )
+
+    image = Path(args.image)
+    volume = load_nifti(image, nan_to_zero=args.nan_to_zero)
+    voxel_size = prompt_voxel_size(volume.voxel_size)
+    foreground = volume.data[volume.data != 0]
+    low, high = np.percentile(foreground, [0.5, 99.5])
+    sidecar = sidecar_path(image)
+    participant = find_participant(image, args.participants)
+    if sidecar.is_file():
+        metadata = metadata_from_sidecar(sidecar, participant=participant, voxel_size=voxel_size)
+    else:
+        metadata = ImagingMetadata(modality=modality_from_bids_name(image.name), voxel_size=voxel_size)
+    rows = [
+        ("file", str(image)),
+        ("shape", " x ".join(map(str, volume.data.shape))),
+        ("voxel size", " x ".join(f"{v:.3g}" for v in volume.voxel_size) + " mm"),
+        ("orientation", volume.orientation),
+        ("intensity", f"min {volume.data.min():.4g}, max {volume.data.max():.4g}"),
+        ("non-zero", f"{foreground.size} voxels, 0.5-99.5 percentile {low:.4g}-{high:.4g}"),
+        ("sidecar", str(sidecar) if sidecar.is_file() else "none beside the image"),
+        ("participant", "found in participants.tsv" if participant else "not found"),
+        ("prompt", _checked_prompt(metadata)),
+    ]
+    width = max(len(name) for name, _ in rows) + 1
+    for name, value in rows:
+        print(f"{name + ':':<{width}} {value}")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tumsyn import __version__
+
+    print(f"tumsyn {__version__}")
+    for package in ("torch", "nibabel", "numpy", "tokenizers", "pydicom"):
+        try:
+            print(f"  {package} {version(package)}")
+        except PackageNotFoundError:
+            print(f"  {package} not installed")
+    print(f"  python {platform.python_version()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tumsyn import __version__
+
+    parser = _Parser(
+        prog="tumsyn",
+        description="Text-guided universal brain MRI synthesis.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            "tumsyn info sub-01_T1w.nii.gz",
+            "tumsyn prompt --sidecar sub-01_T2w.json --age 34 --sex F",
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"tumsyn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, function: Callable, help: str, *examples: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=_examples(*examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(function=function)
+        return sub
+
+    prompt = add(
+        "prompt",
+        cmd_prompt,
+        "Print the TUMSyn prompt for imaging metadata (flags, a BIDS sidecar or a DICOM file).",
+        "tumsyn prompt --modality FLAIR --tr 9000 --te 81 --ti 2500 --fa 150 --age 70 --sex F \\",
+        "    --field 3 --manufacturer Siemens --voxel-size 1 1 3",
+        "tumsyn prompt --sidecar sub-01/anat/sub-01_T2w.json --age 34 --sex F",
+        "tumsyn prompt --dicom IM0001.dcm --modality T2w",
+    )
+    source = prompt.add_argument_group("metadata sources")
+    source.add_argument("--sidecar", type=Path, help="BIDS JSON sidecar (times in seconds)")
+    source.add_argument(
+        "--participants",
+        type=Path,
+        help="BIDS participants.tsv for age and sex (default: found from the sidecar's BIDS root)",
+    )
+    source.add_argument("--dicom", type=Path, help="a DICOM file of the series")
+    source.add_argument("--image", type=Path, help="NIfTI image whose header gives the voxel size")
+    _add_metadata_flags(prompt)
+
+    info = add(
+        "info",
+        cmd_info,
+        "Summarise a NIfTI image and the prompt its BIDS sidecar describes.",
+        "tumsyn info sub-01/anat/sub-01_T1w.nii.gz",
+    )
+    info.add_argument("image", type=Path, help="a 3D NIfTI image (.nii or .nii.gz)")
+    info.add_argument("--participants", type=Path, help="BIDS participants.tsv for age and sex")
+    info.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf voxels as 0")
+
+    add("version", cmd_version, "Print the versions of tumsyn and its main libraries.", "tumsyn version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return args.function(args)
+    except TumsynError as error:
+        if args.debug:
+            raise
+        print(f"tumsyn {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("tumsyn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Metadata from BIDS: JSON sidecars, file names and ``participants.tsv``.
+
+BIDS stores times in seconds (``RepetitionTime``, ``EchoTime``, ``InversionTime``); prompts use
+milliseconds. The modality is not in the sidecar but in the file name: the suffix (``T1w``,
+``FLAIR``, ``PDw``, ``T2starw``...) and the ``ce-`` entity, which turns a T1w into a T1CE.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tumsyn.errors import InputFileError, MetadataError
+from tumsyn.metadata.modalities import canonical_modality
+from tumsyn.metadata.record import ImagingMetadata
+
+__all__ = [
+    "bids_entities",
+    "find_participant",
+    "metadata_from_sidecar",
+    "modality_from_bids_name",
+    "read_participants",
+    "sidecar_path",
+]
+
+_TIME_FIELDS = {"RepetitionTime": "tr", "EchoTime": "te", "InversionTime": "ti"}
+_NOT_AVAILABLE = {"", "n/a", "na", "nan", "none"}
+# BIDS allows sex "O" (other); prompts only know F and M, so it becomes unknown.
+_UNKNOWN_SEX = {"o", "other"}
+
+
+def _strip_nifti_suffix(name: str) -> str:
+    for ext in (".nii.gz", ".nii", ".json"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def bids_entities(name: str) -> tuple[dict[str, str], str]:
+    """Entities and suffix of a BIDS file name.
+
+    Example:
+        >>> bids_entities("sub-01_ce-gadolinium_T1w.nii.gz")
+        ({'sub': '01', 'ce': 'gadolinium'}, 'T1w')
+    """
+    *pairs, suffix = _strip_nifti_suffix(Path(name).name).split("_")
+    entities = dict(pair.split("-", 1) for pair in pairs if "-" in pair)
+    return entities, suffix
+
+
+def modality_from_bids_name(name: str) -> str | None:
+    """The TUMSyn modality of a BIDS image name, or ``None`` if the suffix is not one of them."""
+    entities, suffix = bids_entities(name)
+    try:
+        modality = canonical_modality(suffix)
+    except MetadataError:
+        return None
+    if modality == "T1w" and "ce" in entities:
+        return "T1CE"
+    return modality
+
+
+def sidecar_path(image: str | os.PathLike) -> Path:
+    """The JSON sidecar that belongs to a NIfTI image (same name, ``.json``)."""
+    image = Path(image)
+    return image.with_name(_strip_nifti_suffix(image.name) + ".json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such sidecar file")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MetadataError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise MetadataError(f"{path}: a BIDS sidecar must hold a JSON object")
+    return content
+
+
+def _milliseconds(field: str, seconds: Any, source: str) -> float:
+    if isinstance(seconds, list):
+        raise MetadataError(
+            f"{source}: {field} holds {len(seconds)} values (multi-echo?); give the one wanted "
+            "explicitly (e.g. --te)"
+        )
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise MetadataError(f"{source}: {field} must be a number of seconds, got {seconds!r}")
+    if seconds > 100:
+        raise MetadataError(
+            f"{source}: {field} {seconds} looks like milliseconds; BIDS sidecars give it in seconds"
+        )
+    # Rounding removes binary noise such as 0.00298 * 1000 = 2.9800000000000004.
+    return round(float(seconds) * 1000.0, 6)
+
+
+def metadata_from_sidecar(
+    sidecar: str | os.PathLike | Mapping[str, Any],
+    *,
+    image_name: str | None = None,
+    participant: Mapping[str, str] | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+) -> ImagingMetadata:
+    """``ImagingMetadata`` from a BIDS sidecar, its image name and the subject's participants row.
+
+    Args:
+        sidecar: path of a ``.json`` sidecar, or its already-loaded content.
+        image_name: BIDS file name giving the modality; defaults to the sidecar's own name.
+        participant: the subject's row of ``participants.tsv`` (``age``, ``sex`` columns).
+        voxel_size: in mm, usually from the image header (sidecars do not hold it).
+    """
+    if isinstance(sidecar, Mapping):
+        content, source = dict(sidecar), "sidecar"
+    else:
+        path = Path(sidecar)
+        content, source = _read_json(path), str(path)
+        image_name = image_name or path.name
+    times = {
+        _TIME_FIELDS[key]: _milliseconds(key, content[key], source)
+        for key in _TIME_FIELDS
+        if content.get(key) is not None
+    }
+    fields: dict[str, Any] = {
+        "field_strength": content.get("MagneticFieldStrength"),
+        "manufacturer": content.get("Manufacturer"),
+        "flip_angle": content.get("FlipAngle"),
+        "modality": modality_from_bids_name(image_name) if image_name else None,
+        "voxel_size": voxel_size,
+        **times,
+    }
+    if participant is not None:
+        fields.update(_participant_fields(participant))
+    try:
+        return ImagingMetadata(**fields)
+    except MetadataError as error:
+        raise MetadataError(f"{source}: {error}") from None
+
+
+def _participant_fields(row: Mapping[str, str]) -> dict[str, Any]:
+    age = (row.get("age") or "").strip()
+    sex = (row.get("sex") or "").strip()
+    fields: dict[str, Any] = {}
+    if age.lower() not in _NOT_AVAILABLE:
+        try:
+            fields["age"] = float(age)
+        except ValueError:
+            raise MetadataError(
+                f"participants.tsv: age {age!r} of {row.get('participant_id')} is not a number"
+            ) from None
+    if sex.lower() not in _NOT_AVAILABLE | _UNKNOWN_SEX:
+        fields["sex"] = sex
+    return fields
+
+
+def read_participants(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Rows of a BIDS ``participants.tsv``, keyed by ``participant_id`` (``"sub-01"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such participants file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if reader.fieldnames is None or "participant_id" not in reader.fieldnames:
+            raise MetadataError(f"{path}: a participants.tsv needs a participant_id column")
+        return {row["participant_id"].strip(): row for row in reader if row["participant_id"]}
+
+
+def find_participant(
+    image: str | os.PathLike, participants: str | os.PathLike | None = None
+) -> dict[str, str] | None:
+    """The ``participants.tsv`` row of the subject an image belongs to, if there is one.
+
+    Without ``participants``, the file is looked for where the BIDS root can be: two folders up
+    (``sub-X/anat/``) or three (``sub-X/ses-Y/anat/``). Returns ``None`` when no file or no row is
+    found.
+    """
+    image = Path(image)
+    subject = bids_entities(image.name)[0].get("sub")
+    if subject is None:
+        return None
+    if participants is None:
+        roots = image.resolve().parents[1:3]
+        candidates = (folder / "participants.tsv" for folder in roots)
+        participants = next((c for c in candidates if c.is_file()), None)
+        if participants is None:
+            return None
+    return read_participants(participants).get(f"sub-{subject}")
