@@ -76,7 +76,9 @@ def main() -> None:
     image = save_nifti(anat / f"{SUBJECT}_T1w.nii.gz", data, affine)
     (anat / f"{SUBJECT}_T1w.json").write_text(json.dumps(SIDECAR, indent=2) + "\n")
     # The template has no single age or sex: BIDS "n/a".
-    (args.out / "participants.tsv").write_text("participant_id\tage\tsex\n" + SUBJECT + "\tn/a\tn/a\n")
+    (args.out / "participants.tsv").write_text(
+        "participant_id\tage\tsex\n" + SUBJECT + "\tn/a\tn/a\n"
+    )
     description = {
         "Name": "tumsyn bundled example (MNI152 2009 T1 template at 2 mm)",
         "BIDSVersion": "1.9.0",

@@ -1,7 +1,8 @@
 """The ``tumsyn`` command: one thin function per subcommand (parse, call the library, report).
 
 User errors (:class:`tumsyn.errors.TumsynError`, bad arguments) print one line to stderr and exit
-with code 2; ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+with code 2; ``--debug`` shows the traceback instead. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _examples(*lines: str) -> str:
 
 
 def _add_metadata_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("imaging metadata (override any sidecar or DICOM value)")
+    group = parser.add_argument_group("imaging metadata (override values from the sources above)")
     group.add_argument("--modality", help="T1w, T2w, FLAIR, SWI, T2star, PD or T1CE (or an alias)")
     group.add_argument("--tr", type=float, metavar="MS", help="repetition time in ms")
     group.add_argument("--te", type=float, metavar="MS", help="echo time in ms")
@@ -41,7 +42,7 @@ def _add_metadata_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--age", type=float, metavar="YEARS")
     group.add_argument("--sex", help="F or M")
     group.add_argument("--field", type=float, metavar="T", help="field strength in tesla")
-    group.add_argument("--manufacturer", help="scanner vendor, e.g. Siemens")
+    group.add_argument("--manufacturer", metavar="NAME", help="scanner vendor, e.g. Siemens")
     group.add_argument(
         "--voxel-size", type=float, nargs=3, metavar=("X", "Y", "Z"), help="voxel size in mm"
     )
@@ -85,13 +86,19 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         find_participant,
         metadata_from_dicom,
         metadata_from_sidecar,
+        parse_prompt,
         prompt_voxel_size,
     )
 
-    if args.sidecar and args.dicom:
-        raise TumsynError("give either --sidecar or --dicom, not both")
+    given = [f"--{name}" for name in ("text", "sidecar", "dicom") if getattr(args, name)]
+    if len(given) > 1:
+        raise TumsynError(
+            f"give only one of --text, --sidecar and --dicom, not {' and '.join(given)}"
+        )
     metadata = ImagingMetadata()
-    if args.dicom:
+    if args.text:
+        metadata = parse_prompt(args.text)
+    elif args.dicom:
         metadata = metadata_from_dicom(args.dicom)
     elif args.sidecar:
         participant = find_participant(args.sidecar, args.participants)
@@ -128,7 +135,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     if sidecar.is_file():
         metadata = metadata_from_sidecar(sidecar, participant=participant, voxel_size=voxel_size)
     else:
-        metadata = ImagingMetadata(modality=modality_from_bids_name(image.name), voxel_size=voxel_size)
+        metadata = ImagingMetadata(
+            modality=modality_from_bids_name(image.name), voxel_size=voxel_size
+        )
     rows = [
         ("file", str(image)),
         ("shape", " x ".join(map(str, volume.data.shape))),
@@ -197,16 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
         "    --field 3 --manufacturer Siemens --voxel-size 1 1 3",
         "tumsyn prompt --sidecar sub-01/anat/sub-01_T2w.json --age 34 --sex F",
         "tumsyn prompt --dicom IM0001.dcm --modality T2w",
+        'tumsyn prompt --text "$(cat old_prompt.txt)" --modality PD   # check/edit a prompt',
     )
     source = prompt.add_argument_group("metadata sources")
-    source.add_argument("--sidecar", type=Path, help="BIDS JSON sidecar (times in seconds)")
+    source.add_argument(
+        "--text", metavar="PROMPT", help="an existing prompt to check, normalise or edit"
+    )
+    source.add_argument(
+        "--sidecar", type=Path, metavar="JSON", help="BIDS JSON sidecar (times in seconds)"
+    )
     source.add_argument(
         "--participants",
         type=Path,
+        metavar="TSV",
         help="BIDS participants.tsv for age and sex (default: found from the sidecar's BIDS root)",
     )
-    source.add_argument("--dicom", type=Path, help="a DICOM file of the series")
-    source.add_argument("--image", type=Path, help="NIfTI image whose header gives the voxel size")
+    source.add_argument("--dicom", type=Path, metavar="FILE", help="a DICOM file of the series")
+    source.add_argument(
+        "--image", type=Path, metavar="NIFTI", help="NIfTI image whose header gives the voxel size"
+    )
     _add_metadata_flags(prompt)
 
     info = add(
@@ -216,10 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
         "tumsyn info sub-01/anat/sub-01_T1w.nii.gz",
     )
     info.add_argument("image", type=Path, help="a 3D NIfTI image (.nii or .nii.gz)")
-    info.add_argument("--participants", type=Path, help="BIDS participants.tsv for age and sex")
+    info.add_argument(
+        "--participants", type=Path, metavar="TSV", help="BIDS participants.tsv for age and sex"
+    )
     info.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf voxels as 0")
 
-    add("version", cmd_version, "Print the versions of tumsyn and its main libraries.", "tumsyn version")
+    add(
+        "version",
+        cmd_version,
+        "Print the versions of tumsyn and its main libraries.",
+        "tumsyn version",
+    )
     return parser
 
 

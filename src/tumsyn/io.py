@@ -1,11 +1,11 @@
 """NIfTI input and output, written for the ways real files go wrong.
 
 ``load_nifti`` returns a 3D float32 volume with its affine, or raises :class:`ImageError` with a
-message a user can act on (wrong format, 4D series, empty or all-zero image, NaN/Inf). ``save_nifti``
-writes through a temporary file in the destination folder and renames it, so a crash or a full disk
-never leaves a half-written output, and sets both sform and qform so every viewer places the image
-where the affine says. ``target_grid`` gives the grid of the same field of view at another voxel
-size, the geometry every synthesis output is written on.
+message a user can act on (wrong format, 4D series, empty or all-zero image, NaN/Inf).
+``save_nifti`` writes through a temporary file in the destination folder and renames it, so a crash
+or a full disk never leaves a half-written output, and sets both sform and qform so every viewer
+places the image where the affine says. ``target_grid`` gives the grid of the same field of view at
+another voxel size, the geometry every synthesis output is written on.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def load_nifti(
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as error:
         raise ImageError(f"{path}: cannot be read as NIfTI ({error})") from None
 
+    if data.size == 0:
+        raise ImageError(f"{path}: the image is empty (shape {data.shape})")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -119,8 +121,6 @@ def load_nifti(
             f"{path}: expected a 3D image, got {data.ndim}D with shape {data.shape}; "
             "split a 4D series into volumes first (e.g. fslsplit)"
         )
-    if data.size == 0:
-        raise ImageError(f"{path}: the image is empty (shape {data.shape})")
     finite = np.isfinite(data)
     if not finite.all():
         if not nan_to_zero:

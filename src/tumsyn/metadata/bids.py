@@ -182,7 +182,7 @@ def find_participant(
     if subject is None:
         return None
     if participants is None:
-        roots = image.resolve().parents[1:3]
+        roots = image.resolve().parents[2:4]
         candidates = (folder / "participants.tsv" for folder in roots)
         participants = next((c for c in candidates if c.is_file()), None)
         if participants is None:

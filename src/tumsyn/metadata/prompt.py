@@ -62,7 +62,7 @@ def format_prompt(metadata: ImagingMetadata) -> str:
         voxel,
         f"({_number(m.tr)}, {_number(m.te)}, {_number(m.ti)}, {flip})",
     )
-    return "; ".join(f"{label}: {value}" for label, value in zip(_LABELS, values))
+    return "; ".join(f"{label}: {value}" for label, value in zip(_LABELS, values, strict=True))
 
 
 def parse_prompt(text: str) -> ImagingMetadata:
@@ -179,7 +179,7 @@ def _parse_parameters(
     value: str,
 ) -> tuple[float | None, float | None, float | None, float | str | None]:
     items = _parse_tuple(value, PARAMETERS_LABEL, 4, "(9000.0, 81.0, 2500.0, 150.0)")
-    tr, te, ti = (_parse_number(item, name) for item, name in zip(items, ("TR", "TE", "TI")))
+    tr, te, ti = (_parse_number(items[i], name) for i, name in enumerate(("TR", "TE", "TI")))
     flip = items[3]
     if flip == _NONE:
         return tr, te, ti, None

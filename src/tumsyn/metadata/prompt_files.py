@@ -49,7 +49,7 @@ def read_prompt_file(path: str | os.PathLike) -> dict[str, str]:
 def write_prompt_file(
     path: str | os.PathLike, prompts: Mapping[str, str | ImagingMetadata]
 ) -> Path:
-    """Write image name -> prompt (text or ``ImagingMetadata``) in the official format, atomically."""
+    """Write image name -> prompt (text or ``ImagingMetadata``), official format, atomically."""
     lines = []
     for name, prompt in prompts.items():
         text = format_prompt(prompt) if isinstance(prompt, ImagingMetadata) else prompt

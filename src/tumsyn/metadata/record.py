@@ -51,7 +51,7 @@ _PROMPT_SEPARATORS = re.compile(r"[;:(),\"\n\r\t]")
 
 
 def canonical_manufacturer(name: str) -> str:
-    """A vendor name as prompts spell it: ``"SIEMENS"`` and ``"Siemens Healthineers"`` -> ``"Siemens"``.
+    """A vendor as prompts spell it: ``"SIEMENS"``, ``"Siemens Healthineers"`` -> ``"Siemens"``.
 
     Unknown vendors are kept as given (whitespace collapsed).
     """
@@ -80,12 +80,12 @@ def canonical_sex(value: str) -> str:
 
 def _checked_number(field: str, value: Any) -> float:
     low, high, unit = LIMITS[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise MetadataError(f"{field} must be a number in {unit}, got {value!r}") from None
-    value = float(value)
+    try:
+        if isinstance(value, bool):  # float(True) == 1.0 would hide a programming mistake
+            raise TypeError
+        value = float(value)
+    except (TypeError, ValueError):
+        raise MetadataError(f"{field} must be a number in {unit}, got {value!r}") from None
     lowest_allowed_is_zero = field == "age"
     too_low = value < low if lowest_allowed_is_zero else value <= low
     if not math.isfinite(value) or too_low or value > high:
@@ -146,9 +146,7 @@ class ImagingMetadata:
         clean["voxel_size"] = None if self.voxel_size is None else self._checked_voxel_size()
         clean["flip_angle"] = None if self.flip_angle is None else self._checked_flip_angle()
         if clean["te"] is not None and clean["tr"] is not None and clean["te"] >= clean["tr"]:
-            raise MetadataError(
-                f"TE {clean['te']:g} ms must be shorter than TR {clean['tr']:g} ms"
-            )
+            raise MetadataError(f"TE {clean['te']:g} ms must be shorter than TR {clean['tr']:g} ms")
         for field, value in clean.items():
             object.__setattr__(self, field, value)
 

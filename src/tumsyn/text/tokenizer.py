@@ -3,8 +3,8 @@
 TUMSyn's text encoder was trained on ids from OpenAI CLIP's ``SimpleTokenizer`` with the
 ``bpe_simple_vocab_16e6`` vocabulary and a context length of 90, so any published checkpoint only
 understands exactly those ids. Rather than re-implement byte-pair encoding, we load the same merge
-list into Hugging Face ``tokenizers`` (a maintained Rust implementation) and configure it the way the
-reference splits text; the reference's text cleanup (``ftfy``, double HTML unescape, whitespace
+list into Hugging Face ``tokenizers`` (a maintained Rust implementation) and configure it the way
+the reference splits text; the reference's text cleanup (``ftfy``, double HTML unescape, whitespace
 collapse, lower case) is applied in Python first. ``tests/text/test_tokenizer.py`` pins the result
 against ids computed with the reference implementation.
 
@@ -68,7 +68,7 @@ def _byte_symbols() -> dict[int, str]:
 
 
 def _clean(text: str) -> str:
-    """The reference's cleanup: fix mojibake, unescape HTML twice, collapse whitespace, lower-case."""
+    """The reference's cleanup: fix mojibake, unescape HTML twice, collapse spaces, lower-case."""
     import ftfy  # imported here so that `import tumsyn.text` stays cheap
 
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
@@ -88,7 +88,9 @@ class ClipTokenizer:
 
     def __init__(self, *, context_length: int = CONTEXT_LENGTH) -> None:
         if context_length < 2:
-            raise ValueError(f"context_length must be at least 2 (start + end token), got {context_length}")
+            raise ValueError(
+                f"context_length must be at least 2 (start + end token), got {context_length}"
+            )
         self.context_length = context_length
         self._bpe = _load_bpe()
 

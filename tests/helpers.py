@@ -1,0 +1,21 @@
+"""Helpers shared by tests (importable because pyproject puts tests/ on the path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+
+
+def oblique_affine(voxel_size=(1.0, 1.5, 2.0), angle_deg: float = 20.0) -> np.ndarray:
+    """An affine rotated about z, with anisotropic voxels and a translation."""
+    angle = np.deg2rad(angle_deg)
+    rotation = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(voxel_size)
+    affine[:3, 3] = [-40.0, 12.5, 7.0]
+    return affine
