@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import settings
 
 
 @pytest.fixture
@@ -33,3 +35,9 @@ def brain_like() -> np.ndarray:
     radius = np.array([4, 5, 3.5], dtype=np.float32)[:, None, None, None]
     inside = (((grid - centre) / radius) ** 2).sum(axis=0) <= 1
     return np.where(inside, 100.0 + grid[0], 0.0).astype(np.float32)
+
+
+# CI runs the same examples every time (no flaky property failures); locally, hypothesis explores.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
