@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_of, report  # noqa: E402
-
-from tumsyn.io import load_nifti, save_nifti  # noqa: E402
-from tumsyn.metadata import ImagingMetadata, format_prompt, parse_prompt  # noqa: E402
-from tumsyn.text import ClipTokenizer  # noqa: E402
+from common import best_of, report
+from tumsyn.io import load_nifti, save_nifti
+from tumsyn.metadata import ImagingMetadata, format_prompt, parse_prompt
+from tumsyn.text import ClipTokenizer
 
 PROMPTS = 1000
 
