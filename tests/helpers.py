@@ -6,7 +6,23 @@ from pathlib import Path
 
 import numpy as np
 
+from tumsyn.metadata import ImagingMetadata
+
 DATA = Path(__file__).parent / "data"
+
+# The FLAIR protocol of the foundation issue's acceptance example, as a record.
+ISSUE_FLAIR = ImagingMetadata(
+    age=70,
+    sex="F",
+    field_strength=3,
+    manufacturer="Siemens",
+    modality="FLAIR",
+    voxel_size=(1, 1, 3),
+    tr=9000,
+    te=81,
+    ti=2500,
+    flip_angle=150,
+)
 
 
 def oblique_affine(voxel_size=(1.0, 1.5, 2.0), angle_deg: float = 20.0) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ISSUE_FLAIR
 from tumsyn.errors import InputFileError, MetadataError
 from tumsyn.metadata import (
     ImagingMetadata,
@@ -58,18 +59,7 @@ def test_sidecar_seconds_become_milliseconds(tmp_path: Path) -> None:
     path = make_bids(tmp_path, "sub-01_FLAIR.json", FLAIR_SIDECAR, participants)
     participant = find_participant(path)
     metadata = metadata_from_sidecar(path, participant=participant, voxel_size=(1, 1, 3))
-    assert metadata == ImagingMetadata(
-        age=70,
-        sex="F",
-        field_strength=3,
-        manufacturer="Siemens",
-        modality="FLAIR",
-        voxel_size=(1, 1, 3),
-        tr=9000,
-        te=81,
-        ti=2500,
-        flip_angle=150,
-    )
+    assert metadata == ISSUE_FLAIR
 
 
 def test_binary_noise_from_unit_conversion_is_removed() -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import ISSUE_FLAIR
 from tumsyn.errors import MetadataError, PromptParseError
 from tumsyn.metadata import MODALITIES, ImagingMetadata, format_prompt, parse_prompt
 from tumsyn.metadata.prompt import prompt_voxel_size
@@ -71,18 +72,7 @@ def test_parse_inverts_format(metadata: ImagingMetadata) -> None:
 
 
 def test_exact_text_of_the_issue_example() -> None:
-    metadata = ImagingMetadata(
-        age=70,
-        sex="F",
-        field_strength=3,
-        manufacturer="Siemens",
-        modality="FLAIR",
-        voxel_size=(1, 1, 3),
-        tr=9000,
-        te=81,
-        ti=2500,
-        flip_angle=150,
-    )
+    metadata = ISSUE_FLAIR
     assert format_prompt(metadata) == FLAIR
 
 
