@@ -9,6 +9,7 @@ catch ``ValueError`` or ``FileNotFoundError`` as they would elsewhere.
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "ImageError",
     "InputFileError",
     "MetadataError",
@@ -40,3 +41,7 @@ class PromptTooLongError(TumsynError, ValueError):
 
 class ImageError(TumsynError, ValueError):
     """An image file is not a usable 3D NIfTI volume."""
+
+
+class ConfigError(TumsynError, ValueError):
+    """A configuration or protocol file is missing, malformed or holds unknown settings."""

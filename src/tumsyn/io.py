@@ -174,7 +174,8 @@ def save_nifti(
 ) -> Path:
     """Write a 3D array as NIfTI-1 atomically, with matching sform and qform (code: scanner).
 
-    Returns the path written.
+    ``dtype`` is the on-disk type; float data saved as an integer type is scaled by nibabel (the
+    header's slope and intercept), so fractions in [0, 1] survive ``uint8``. Returns the path.
     """
     path = Path(path)
     if not _is_nifti_name(path):
@@ -183,7 +184,8 @@ def save_nifti(
     if data.ndim != 3:
         raise ImageError(f"expected a 3D array to save, got shape {data.shape}")
     affine = np.asarray(affine, dtype=np.float64)
-    image = nib.Nifti1Image(data.astype(dtype, copy=False), affine)
+    image = nib.Nifti1Image(data, affine)
+    image.set_data_dtype(dtype)
     image.set_sform(affine, code="scanner")
     image.set_qform(affine, code="scanner")
     image.header.set_xyzt_units(xyz="mm", t="sec")

@@ -20,10 +20,12 @@ from tumsyn.metadata.record import ImagingMetadata
 
 __all__ = [
     "bids_entities",
+    "bids_image_name",
     "find_participant",
     "metadata_from_sidecar",
     "modality_from_bids_name",
     "read_participants",
+    "sidecar_from_metadata",
     "sidecar_path",
 ]
 
@@ -31,6 +33,23 @@ _TIME_FIELDS = {"RepetitionTime": "tr", "EchoTime": "te", "InversionTime": "ti"}
 _NOT_AVAILABLE = {"", "n/a", "na", "nan", "none"}
 # BIDS allows sex "O" (other); prompts only know F and M, so it becomes unknown.
 _UNKNOWN_SEX = {"o", "other"}
+# BIDS suffix and entities of each modality. BIDS has no SWI suffix: a susceptibility-weighted
+# image is a reconstruction of a T2*-weighted gradient echo, hence rec-swi.
+_BIDS_NAMES: dict[str, tuple[str, dict[str, str]]] = {
+    "T1w": ("T1w", {}),
+    "T1CE": ("T1w", {"ce": "gadolinium"}),
+    "T2w": ("T2w", {}),
+    "FLAIR": ("FLAIR", {}),
+    "PD": ("PDw", {}),
+    "T2star": ("T2starw", {}),
+    "SWI": ("T2starw", {"rec": "swi"}),
+}
+# Entity order of BIDS anat file names.
+_ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run")
+# Sequence names of 3D variable-flip-angle TSE (prompt flip angle "T2var"): Siemens SPACE
+# ("spc", "tse_vfl"), GE CUBE, Philips VISTA; and tumsyn's own sidecar key.
+_VARIABLE_FLIP_HINTS = ("spc", "tse_vfl", "cube", "vista")
+_VARIABLE_FLIP_KEY = "VariableFlipAngle"
 
 
 def _strip_nifti_suffix(name: str) -> str:
@@ -61,7 +80,58 @@ def modality_from_bids_name(name: str) -> str | None:
         return None
     if modality == "T1w" and "ce" in entities:
         return "T1CE"
+    if modality == "T2star" and entities.get("rec", "").lower() == "swi":
+        return "SWI"
     return modality
+
+
+def bids_image_name(
+    subject: str, modality: str, *, session: str | None = None, acq: str | None = None
+) -> str:
+    """The BIDS file name (``.nii.gz``) of an image of a modality.
+
+    Example:
+        >>> bids_image_name("001", "SWI", acq="swi")
+        'sub-001_acq-swi_rec-swi_T2starw.nii.gz'
+    """
+    suffix, extra = _BIDS_NAMES[canonical_modality(modality)]
+    entities = {"sub": subject, "ses": session, "acq": acq, **extra}
+    parts = [f"{key}-{entities[key]}" for key in _ENTITY_ORDER if entities.get(key)]
+    return "_".join([*parts, suffix]) + ".nii.gz"
+
+
+def sidecar_from_metadata(metadata: ImagingMetadata) -> dict[str, Any]:
+    """BIDS sidecar fields of a protocol: times in seconds, flip angle, scanner.
+
+    A ``T2var`` flip angle has no BIDS number; it is written as ``"VariableFlipAngle": true`` and
+    read back as ``T2var``.
+    """
+    sidecar: dict[str, Any] = {}
+    for key, field in _TIME_FIELDS.items():
+        value = getattr(metadata, field)
+        if value is not None:
+            sidecar[key] = round(value / 1000.0, 9)
+    if isinstance(metadata.flip_angle, str):
+        sidecar[_VARIABLE_FLIP_KEY] = True
+        sidecar["MRAcquisitionType"] = "3D"
+    elif metadata.flip_angle is not None:
+        sidecar["FlipAngle"] = metadata.flip_angle
+    if metadata.field_strength is not None:
+        sidecar["MagneticFieldStrength"] = metadata.field_strength
+    if metadata.manufacturer is not None:
+        sidecar["Manufacturer"] = metadata.manufacturer
+    return sidecar
+
+
+def _flip_angle(content: Mapping[str, Any]) -> Any:
+    if content.get(_VARIABLE_FLIP_KEY) is True:
+        return "T2var"
+    names = " ".join(
+        str(content.get(key, "")) for key in ("SequenceName", "PulseSequenceDetails")
+    ).lower()
+    if any(hint in names for hint in _VARIABLE_FLIP_HINTS):
+        return "T2var"
+    return content.get("FlipAngle")
 
 
 def sidecar_path(image: str | os.PathLike) -> Path:
@@ -127,7 +197,7 @@ def metadata_from_sidecar(
     fields: dict[str, Any] = {
         "field_strength": content.get("MagneticFieldStrength"),
         "manufacturer": content.get("Manufacturer"),
-        "flip_angle": content.get("FlipAngle"),
+        "flip_angle": _flip_angle(content),
         "modality": modality_from_bids_name(image_name) if image_name else None,
         "voxel_size": voxel_size,
         **times,

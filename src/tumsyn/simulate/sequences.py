@@ -1,0 +1,218 @@
+"""MR signal equations, and which one a protocol (an :class:`ImagingMetadata`) calls for.
+
+Each equation gives the magnitude signal of a voxel of one pure tissue, proportional to its proton
+density; partial-volume voxels mix these signals by tissue fraction. Times are in ms, angles in
+degrees. The equations are the textbook steady-state forms (Bernstein, King and Zhou, *Handbook of
+MRI Pulse Sequences*, 2004; Haacke et al., *Magnetic Resonance Imaging: Physical Principles and
+Sequence Design*, 1999):
+
+- spin echo / turbo spin echo (T2w, PD, spin-echo T1w):
+  ``S = PD (1 - exp(-TR/T1)) exp(-TE/T2)``
+- inversion recovery with magnitude reconstruction (FLAIR, T1-weighted IR):
+  ``S = PD |1 - 2 exp(-TI/T1) + exp(-TR/T1)| exp(-TE/T2)``
+- spoiled gradient echo (FLASH/SPGR T1w, T2star):
+  ``S = PD sin(a) (1 - E1) / (1 - cos(a) E1) exp(-TE/T2*)``, ``E1 = exp(-TR/T1)``
+- MPRAGE-like inversion-prepared gradient echo (T1w with TI and a small flip angle): the steady
+  state of inversion, recovery for ``TA``, a train of ``n`` spoiled pulses ``tau`` apart (signal
+  read at the centre of the train, which sits at ``TI``), recovery for ``TD``, solved exactly
+  (Deichmann R et al., Magn Reson Med 2000, 43:223; the same recursion as MP2RAGE, Marques JP et
+  al., NeuroImage 2010, 49:1271).
+- SWI: the spoiled gradient echo magnitude times a phase mask: phase ``phi = -2 pi gamma chi B0
+  TE`` (no background field, so only tissue susceptibility differences), mask ``(pi + phi) / pi``
+  for negative phase and 1 otherwise, raised to the 4th power (Haacke EM et al., Magn Reson Med
+  2004, 52:612).
+
+A flip angle of ``T2var`` (3D variable-flip-angle TSE: SPACE, CUBE, VISTA) refocuses with a
+decaying flip-angle train whose contrast resembles a conventional spin echo at a shorter
+echo time; it is modelled with an effective TE of a quarter of the nominal one (Busse RF et al.,
+Magn Reson Med 2006, 55:1030: contrast-equivalent TE well below the nominal TE).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tumsyn.errors import MetadataError
+from tumsyn.metadata import ImagingMetadata
+from tumsyn.simulate.tissues import TissueProperties, contrast_enhanced
+
+__all__ = [
+    "GYROMAGNETIC_MHZ_PER_T",
+    "SEQUENCES",
+    "inversion_recovery",
+    "mprage",
+    "sequence_for",
+    "signal",
+    "spin_echo",
+    "spoiled_gradient_echo",
+    "swi_phase_mask",
+]
+
+GYROMAGNETIC_MHZ_PER_T = 42.577
+#: Contrast-equivalent TE of a variable-flip-angle 3D TSE, as a fraction of its nominal TE.
+VARIABLE_FLIP_TE_FACTOR = 0.25
+#: MPRAGE readout train length and the shot interval assumed when TR is the readout spacing.
+MPRAGE_READOUTS = 160
+MPRAGE_SHOT_INTERVAL_MS = 2500.0
+
+SEQUENCES = ("spin_echo", "inversion_recovery", "spoiled_gradient_echo", "mprage", "swi")
+
+
+def spin_echo(pd, t1, t2, *, tr: float, te: float):
+    """Spin echo / TSE magnitude."""
+    return pd * (1.0 - np.exp(-tr / t1)) * np.exp(-te / t2)
+
+
+def inversion_recovery(pd, t1, t2, *, tr: float, te: float, ti: float):
+    """Inversion recovery with a spin-echo readout, magnitude reconstruction."""
+    return pd * np.abs(1.0 - 2.0 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
+
+
+def spoiled_gradient_echo(pd, t1, t2star, *, tr: float, te: float, flip_angle: float):
+    """Spoiled gradient echo (FLASH) steady state."""
+    alpha = np.deg2rad(flip_angle)
+    e1 = np.exp(-tr / t1)
+    return pd * np.sin(alpha) * (1.0 - e1) / (1.0 - np.cos(alpha) * e1) * np.exp(-te / t2star)
+
+
+def mprage(
+    pd,
+    t1,
+    t2star,
+    *,
+    tr: float,
+    te: float,
+    ti: float,
+    flip_angle: float,
+    echo_spacing: float,
+    readouts: float = MPRAGE_READOUTS,
+):
+    """Inversion-prepared spoiled gradient echo (MPRAGE), steady state over inversion cycles.
+
+    Args:
+        tr: the inversion cycle (shot interval) in ms, as Siemens and GE report MPRAGE TR.
+        ti: inversion to the centre of the readout train.
+        echo_spacing: time between readout pulses (ms).
+        readouts: pulses per train; shortened when TI or TR leave no room for the whole train.
+    """
+    n = min(float(readouts), 2.0 * ti / echo_spacing, 2.0 * (tr - ti) / echo_spacing)
+    before = ti - n * echo_spacing / 2.0  # inversion -> first readout
+    after = tr - ti - n * echo_spacing / 2.0  # last readout -> next inversion
+    alpha = np.deg2rad(flip_angle)
+    e1 = np.exp(-echo_spacing / t1)
+    q = np.cos(alpha) * e1
+    steady = (1.0 - e1) / (1.0 - q)  # the train's own steady state (M0 = 1)
+    e_before, e_after, q_n = np.exp(-before / t1), np.exp(-after / t1), q**n
+    # Mz before inversion, x, solves x = 1 - (1 - m_end) e_after with
+    # m_start = 1 - (1 + x) e_before and m_end = steady + (m_start - steady) q^n.
+    end_constant = steady * (1.0 - q_n) + q_n * (1.0 - e_before)
+    x = (1.0 - e_after + e_after * end_constant) / (1.0 + e_after * q_n * e_before)
+    start = 1.0 - (1.0 + x) * e_before
+    centre = steady + (start - steady) * q ** (n / 2.0)
+    return pd * np.sin(alpha) * np.abs(centre) * np.exp(-te / t2star)
+
+
+def swi_phase_mask(chi_ppm, *, field_strength: float, te: float, power: int = 4):
+    """Haacke's negative-phase mask, raised to ``power``: 1 for diamagnetic tissue."""
+    phase = (
+        -2.0 * np.pi * GYROMAGNETIC_MHZ_PER_T * 1e6 * chi_ppm * 1e-6 * field_strength * te * 1e-3
+    )
+    phase = np.clip(phase, -np.pi, np.pi)
+    return np.where(phase < 0, (np.pi + phase) / np.pi, 1.0) ** power
+
+
+def _need(metadata: ImagingMetadata, field: str, why: str):
+    value = getattr(metadata, field)
+    if value is None:
+        raise MetadataError(
+            f"{metadata.modality} {why} needs {field.upper()}; add it to the protocol"
+        )
+    return value
+
+
+def _numeric_flip_angle(metadata: ImagingMetadata, why: str) -> float:
+    angle = _need(metadata, "flip_angle", why)
+    if isinstance(angle, str):
+        raise MetadataError(
+            f"{metadata.modality} {why} needs a flip angle in degrees, got {angle!r}"
+        )
+    return float(angle)
+
+
+def sequence_for(metadata: ImagingMetadata) -> str:
+    """The sequence (one of :data:`SEQUENCES`) a protocol describes.
+
+    T1w and T1CE: a TI with a small flip angle (<= 30 degrees, or none) is MPRAGE, a TI with a
+    large one is inversion recovery (T1-FLAIR); without TI a short TR (< 300 ms) with a flip angle
+    below 90 degrees is a spoiled gradient echo, anything else a spin echo. FLAIR is inversion
+    recovery, T2w and PD spin echo, T2star a gradient echo, SWI itself.
+    """
+    modality = metadata.modality
+    if modality is None:
+        raise MetadataError("the protocol needs a modality to be simulated")
+    angle = metadata.flip_angle
+    numeric_angle = None if isinstance(angle, str) else angle
+    if modality in ("T1w", "T1CE"):
+        if metadata.ti is not None:
+            small = numeric_angle is None or numeric_angle <= 30
+            return "mprage" if small and angle != "T2var" else "inversion_recovery"
+        short_tr = metadata.tr is not None and metadata.tr < 300
+        if short_tr and numeric_angle is not None and numeric_angle < 90:
+            return "spoiled_gradient_echo"
+        return "spin_echo"
+    return {
+        "FLAIR": "inversion_recovery",
+        "T2w": "spin_echo",
+        "PD": "spin_echo",
+        "T2star": "spoiled_gradient_echo",
+        "SWI": "swi",
+    }[modality]
+
+
+def _effective_te(metadata: ImagingMetadata, te: float) -> float:
+    return te * VARIABLE_FLIP_TE_FACTOR if metadata.flip_angle == "T2var" else te
+
+
+def signal(properties: TissueProperties, metadata: ImagingMetadata) -> np.ndarray:
+    """Signal of each tissue class (array in the order of ``properties``) under a protocol.
+
+    T1CE uses the post-contrast properties. Raises :class:`MetadataError` when the protocol lacks
+    what its sequence needs (e.g. FLAIR without TI) or cannot be honoured (TI beyond TR).
+    """
+    sequence = sequence_for(metadata)
+    if metadata.modality == "T1CE":
+        properties = contrast_enhanced(properties)
+    p = properties
+    why = f"({sequence.replace('_', ' ')})"
+    tr = float(_need(metadata, "tr", why))
+    te = float(_need(metadata, "te", why))
+    if sequence == "spin_echo":
+        return spin_echo(p.pd, p.t1, p.t2, tr=tr, te=_effective_te(metadata, te))
+    if sequence == "inversion_recovery":
+        ti = float(_need(metadata, "ti", why))
+        if ti >= tr:
+            raise MetadataError(f"TI {ti:g} ms must be shorter than TR {tr:g} ms for {why[1:-1]}")
+        te = _effective_te(metadata, te)
+        return inversion_recovery(p.pd, p.t1, p.t2, tr=tr, te=te, ti=ti)
+    flip_angle = _numeric_flip_angle(metadata, why)
+    if sequence == "mprage":
+        ti = float(metadata.ti)  # type: ignore[arg-type]  (sequence_for saw a TI)
+        # Philips reports the readout TR (a few ms) and the TI; Siemens and GE the shot interval.
+        if tr < ti:
+            echo_spacing, shot = tr, MPRAGE_SHOT_INTERVAL_MS
+        else:
+            echo_spacing, shot = 2.0 * te + 2.5, tr
+        return mprage(
+            p.pd,
+            p.t1,
+            p.t2star,
+            tr=shot,
+            te=te,
+            ti=ti,
+            flip_angle=flip_angle,
+            echo_spacing=echo_spacing,
+        )
+    magnitude = spoiled_gradient_echo(p.pd, p.t1, p.t2star, tr=tr, te=te, flip_angle=flip_angle)
+    if sequence == "swi":
+        return magnitude * swi_phase_mask(p.chi, field_strength=p.field_strength, te=te)
+    return magnitude

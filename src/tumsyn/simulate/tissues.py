@@ -1,0 +1,165 @@
+"""MR properties of brain tissues at 1.5 T, 3 T and 7 T, and their per-subject variation.
+
+Sources (values in ms unless stated; the table below keeps one value per field strength and the
+jitter covers the spread between studies and subjects):
+
+- T1, T2 of grey and white matter at 1.5 T and 3 T: Stanisz GJ et al., "T1, T2 relaxation and
+  magnetization transfer in tissue at 3T", Magn Reson Med 54:507-512 (2005).
+- T1 at 7 T and of CSF: Rooney WD et al., "Magnetic field and tissue dependencies of human brain
+  longitudinal 1H2O relaxation in vivo", Magn Reson Med 57:308-318 (2007).
+- T2 at 7 T: Yacoub E et al., "Spin-echo fMRI in humans using high spatial resolutions and high
+  magnetic fields", Magn Reson Med 49:655-664 (2003) (GM 55, WM 46 ms).
+- T2*: Peters AM et al., "T2* measurements in human brain at 1.5, 3 and 7 T", Magn Reson Imaging
+  25:748-753 (2007).
+- Proton density (water content relative to CSF): Neeb H et al., "A new method for fast
+  quantitative mapping of absolute water content in vivo", NeuroImage 31:1156-1168 (2006).
+- Magnetic susceptibility relative to CSF (ppm): Langkammer C et al., "Quantitative susceptibility
+  mapping (QSM) as a means to measure brain iron?", NeuroImage 62:1593-1599 (2012): cortical GM
+  slightly paramagnetic, WM diamagnetic (myelin).
+- White-matter hyperintensities: longer T1 (about 1.4x) and T2 (about 2x) than normal-appearing WM
+  and higher water content, as reported in reviews of WMH relaxometry (e.g. Wardlaw JM et al.,
+  Lancet Neurol 12:822-838, 2013, and references there).
+- Gadolinium relaxivity in plasma (per mM per s): Rohrer M et al., "Comparison of magnetic
+  properties of MRI contrast media solutions at different magnetic field strengths", Invest Radiol
+  40:715-724 (2005): gadopentetate r1 4.1 (1.5 T), 3.7 (3 T); r1 at 7 T taken as 3.5.
+
+Between the tabulated field strengths values are interpolated linearly in log(B0); outside 1.5-7 T
+the simulator refuses, since nothing here is measured there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tumsyn.errors import MetadataError
+
+__all__ = [
+    "FIELD_RANGE",
+    "TISSUES",
+    "TissueProperties",
+    "contrast_enhanced",
+    "draw_jitter",
+    "tissue_properties",
+]
+
+#: Tissue classes of a virtual subject, in the order of its probability maps.
+TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH")
+
+_FIELDS = np.array([1.5, 3.0, 7.0])
+FIELD_RANGE = (float(_FIELDS[0]), float(_FIELDS[-1]))
+
+# (class) -> property -> values at 1.5 T, 3 T, 7 T.
+_TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
+    "GM": {"t1": (1124, 1820, 2132), "t2": (95, 99, 55), "t2star": (84, 66, 33.2)},
+    "WM": {"t1": (884, 1084, 1220), "t2": (72, 69, 46), "t2star": (66.2, 53.2, 26.8)},
+    # CSF T2* is limited by flow and field inhomogeneity, not by relaxation; a long value suffices.
+    "CSF": {"t1": (4300, 4300, 4425), "t2": (2000, 2000, 1000), "t2star": (800, 600, 300)},
+    "WMH": {"t1": (1240, 1520, 1710), "t2": (145, 140, 95), "t2star": (110, 90, 45)},
+    # An enhancing lesion before contrast: oedematous, long T1 and T2.
+    "ENH": {"t1": (1400, 2100, 2450), "t2": (130, 125, 85), "t2star": (100, 80, 40)},
+}
+_PROTON_DENSITY = {"GM": 0.80, "WM": 0.69, "CSF": 1.0, "WMH": 0.85, "ENH": 0.88}
+_SUSCEPTIBILITY_PPM = {"GM": 0.01, "WM": -0.03, "CSF": 0.0, "WMH": -0.01, "ENH": 0.02}
+_R1_GADOLINIUM = (4.1, 3.7, 3.5)  # per mM per s
+_R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
+
+# Per-subject spread, as the relative standard deviation of a log-normal factor: relaxation times
+# differ by 5-10% between studies and subjects at one field strength, water content by a few %.
+_JITTER = {"t1": 0.06, "t2": 0.06, "t2star": 0.06, "pd": 0.02}
+
+
+@dataclass(frozen=True)
+class TissueProperties:
+    """MR properties of every tissue class, as arrays in the order of :data:`TISSUES`.
+
+    ``pd`` is relative to CSF; ``t1``, ``t2``, ``t2star`` in ms; ``chi`` in ppm relative to CSF;
+    ``gadolinium`` is the contrast agent concentration (mM) after injection.
+    """
+
+    pd: np.ndarray
+    t1: np.ndarray
+    t2: np.ndarray
+    t2star: np.ndarray
+    chi: np.ndarray
+    gadolinium: np.ndarray
+    field_strength: float
+
+
+def _interpolate(values: tuple[float, float, float], field_strength: float) -> float:
+    return float(np.interp(np.log(field_strength), np.log(_FIELDS), values))
+
+
+def _check_field(field_strength: float | None) -> float:
+    if field_strength is None:
+        raise MetadataError("the protocol needs a field strength (e.g. 3.0 T) to be simulated")
+    low, high = FIELD_RANGE
+    if not low <= field_strength <= high:
+        raise MetadataError(
+            f"field strength {field_strength:g} T is outside the {low:g}-{high:g} T for which "
+            "tissue properties are tabulated"
+        )
+    return float(field_strength)
+
+
+def tissue_properties(
+    field_strength: float | None,
+    *,
+    jitter: dict[str, np.ndarray] | None = None,
+    gadolinium_mm: float = 0.0,
+) -> TissueProperties:
+    """Tissue properties at a field strength, optionally scaled by a subject's jitter factors.
+
+    Args:
+        field_strength: B0 in tesla, within :data:`FIELD_RANGE`.
+        jitter: multiplicative factors per property (``t1``, ``t2``, ``t2star``, ``pd``), each an
+            array with one value per tissue class, from :func:`draw_jitter`.
+        gadolinium_mm: contrast agent concentration in enhancing lesions (class ``ENH``).
+    """
+    field_strength = _check_field(field_strength)
+    values = {
+        name: np.array([_interpolate(_TABLE[t][name], field_strength) for t in TISSUES])
+        for name in ("t1", "t2", "t2star")
+    }
+    values["pd"] = np.array([_PROTON_DENSITY[t] for t in TISSUES])
+    if jitter is not None:
+        values = {name: value * jitter[name] for name, value in values.items()}
+    gadolinium = np.zeros(len(TISSUES))
+    gadolinium[TISSUES.index("ENH")] = gadolinium_mm
+    return TissueProperties(
+        pd=values["pd"],
+        t1=values["t1"],
+        t2=values["t2"],
+        t2star=values["t2star"],
+        chi=np.array([_SUSCEPTIBILITY_PPM[t] for t in TISSUES]),
+        gadolinium=gadolinium,
+        field_strength=field_strength,
+    )
+
+
+def draw_jitter(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A subject's multiplicative deviations from the tabulated properties (one per class)."""
+    return {
+        name: np.exp(rng.normal(0.0, spread, size=len(TISSUES))) for name, spread in _JITTER.items()
+    }
+
+
+def contrast_enhanced(properties: TissueProperties) -> TissueProperties:
+    """Properties after contrast injection: relaxation rates grow by relaxivity x concentration.
+
+    1/T1' = 1/T1 + r1 C and 1/T2' = 1/T2 + r2 C (and the same r2 for T2*), C in mM, r in /mM/s.
+    """
+    b0 = properties.field_strength
+    r1 = _interpolate(_R1_GADOLINIUM, b0) / 1000.0  # per mM per ms
+    r2 = _interpolate(_R2_GADOLINIUM, b0) / 1000.0
+    c = properties.gadolinium
+    return TissueProperties(
+        pd=properties.pd,
+        t1=1.0 / (1.0 / properties.t1 + r1 * c),
+        t2=1.0 / (1.0 / properties.t2 + r2 * c),
+        t2star=1.0 / (1.0 / properties.t2star + r2 * c),
+        chi=properties.chi,
+        gadolinium=c,
+        field_strength=b0,
+    )
