@@ -29,7 +29,15 @@ from tumsyn.resample import sample_at
 from tumsyn.simulate.template import load_template
 from tumsyn.simulate.tissues import TISSUES, TissueProperties, draw_jitter, tissue_properties
 
-__all__ = ["AGE_RANGE", "Anatomy", "AnatomyParameters", "Lesion", "build_anatomy", "draw_anatomy"]
+__all__ = [
+    "AGE_RANGE",
+    "Anatomy",
+    "AnatomyParameters",
+    "Lesion",
+    "build_anatomy",
+    "draw_anatomy",
+    "template_anatomy",
+]
 
 AGE_RANGE = (20.0, 85.0)
 _CONTROL_SPACING_MM = 16.0
@@ -253,4 +261,25 @@ def build_anatomy(parameters: AnatomyParameters) -> Anatomy:
     fractions[TISSUES.index("WM")] = wm
     fractions[TISSUES.index("CSF")] = csf
     _add_lesions(fractions, parameters.lesions)
+    return Anatomy(parameters=parameters, grid=template.grid, fractions=fractions)
+
+
+def template_anatomy() -> Anatomy:
+    """The template itself as a subject: no deformation, atrophy, lesions or tissue jitter."""
+    template = load_template()
+    fractions = np.zeros((len(TISSUES), *template.grid.shape), dtype=np.float32)
+    for tissue, fraction in (("GM", template.gm), ("WM", template.wm), ("CSF", template.csf)):
+        fractions[TISSUES.index(tissue)] = fraction
+    ones = np.ones(len(TISSUES))
+    parameters = AnatomyParameters(
+        seed=-1,
+        age=float("nan"),
+        sex="n/a",
+        scale=(1.0, 1.0, 1.0),
+        displacement=np.zeros((3, 1, 1, 1), dtype=np.float32),
+        atrophy=0.0,
+        lesions=(),
+        gadolinium_mm=0.0,
+        jitter={name: ones for name in ("t1", "t2", "t2star", "pd")},
+    )
     return Anatomy(parameters=parameters, grid=template.grid, fractions=fractions)

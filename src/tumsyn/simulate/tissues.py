@@ -37,6 +37,7 @@ from tumsyn.errors import MetadataError
 
 __all__ = [
     "FIELD_RANGE",
+    "PUBLISHED_SPREAD",
     "TISSUES",
     "TissueProperties",
     "contrast_enhanced",
@@ -64,6 +65,10 @@ _PROTON_DENSITY = {"GM": 0.80, "WM": 0.69, "CSF": 1.0, "WMH": 0.85, "ENH": 0.88}
 _SUSCEPTIBILITY_PPM = {"GM": 0.01, "WM": -0.03, "CSF": 0.0, "WMH": -0.01, "ENH": 0.02}
 _R1_GADOLINIUM = (4.1, 3.7, 3.5)  # per mM per s
 _R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
+
+#: Published values of one property at one field strength differ between studies by roughly this
+#: fraction either way (method, region, subject group); calibration may move a value within it.
+PUBLISHED_SPREAD = 0.15
 
 # Per-subject spread, as the relative standard deviation of a log-normal factor: relaxation times
 # differ by 5-10% between studies and subjects at one field strength, water content by a few %.
