@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tumsyn.io import Grid
 from tumsyn.metadata import ImagingMetadata
+from tumsyn.simulate import Anatomy
+from tumsyn.simulate.anatomy import template_anatomy
+from tumsyn.simulate.tissues import TISSUES
 
 DATA = Path(__file__).parent / "data"
 
@@ -35,3 +39,17 @@ def oblique_affine(voxel_size=(1.0, 1.5, 2.0), angle_deg: float = 20.0) -> np.nd
     affine[:3, :3] = rotation @ np.diag(voxel_size)
     affine[:3, 3] = [-40.0, 12.5, 7.0]
     return affine
+
+
+def block_anatomy(size: int = 16) -> Anatomy:
+    """A toy subject: five slabs of pure tissue along the first axis, one per class, 1 mm voxels.
+
+    A brain of ``size``^3 voxels (slab ``k`` holds class ``k``) inside a zero border of 4 voxels.
+    """
+    base = template_anatomy()
+    shape = (size + 8,) * 3
+    fractions = np.zeros((len(TISSUES), *shape), dtype=np.float32)
+    edges = np.linspace(4, 4 + size, len(TISSUES) + 1).round().astype(int)
+    for k in range(len(TISSUES)):
+        fractions[k, edges[k] : edges[k + 1], 4 : 4 + size, 4 : 4 + size] = 1.0
+    return Anatomy(parameters=base.parameters, grid=Grid(shape, np.eye(4)), fractions=fractions)

@@ -14,7 +14,7 @@ Sequence Design*, 1999):
   ``S = PD sin(a) (1 - E1) / (1 - cos(a) E1) exp(-TE/T2*)``, ``E1 = exp(-TR/T1)``
 - MPRAGE-like inversion-prepared gradient echo (T1w with TI and a small flip angle): the steady
   state of inversion, recovery for ``TA``, a train of ``n`` spoiled pulses ``tau`` apart (signal
-  read at the centre of the train, which sits at ``TI``), recovery for ``TD``, solved exactly
+  read at the k-space centre, ``TI`` after the inversion), recovery for ``TD``, solved exactly
   (Deichmann R et al., Magn Reson Med 2000, 43:223; the same recursion as MP2RAGE, Marques JP et
   al., NeuroImage 2010, 49:1271).
 - SWI: the spoiled gradient echo magnitude times a phase mask: phase ``phi = -2 pi gamma chi B0
@@ -51,9 +51,8 @@ __all__ = [
 GYROMAGNETIC_MHZ_PER_T = 42.577
 #: Contrast-equivalent TE of a variable-flip-angle 3D TSE, as a fraction of its nominal TE.
 VARIABLE_FLIP_TE_FACTOR = 0.25
-#: MPRAGE readout train length and the shot interval assumed when TR is the readout spacing.
+#: Readout pulses per MPRAGE inversion (one k-space line each).
 MPRAGE_READOUTS = 160
-MPRAGE_SHOT_INTERVAL_MS = 2500.0
 
 SEQUENCES = ("spin_echo", "inversion_recovery", "spoiled_gradient_echo", "mprage", "swi")
 
@@ -86,18 +85,24 @@ def mprage(
     flip_angle: float,
     echo_spacing: float,
     readouts: float = MPRAGE_READOUTS,
+    centre: float = 0.5,
 ):
     """Inversion-prepared spoiled gradient echo (MPRAGE), steady state over inversion cycles.
 
     Args:
-        tr: the inversion cycle (shot interval) in ms, as Siemens and GE report MPRAGE TR.
-        ti: inversion to the centre of the readout train.
+        tr: the inversion cycle (shot interval) in ms.
+        ti: inversion to the k-space centre of the readout train.
         echo_spacing: time between readout pulses (ms).
         readouts: pulses per train; shortened when TI or TR leave no room for the whole train.
+        centre: fraction of the train read before the k-space centre: 0.5 for linear ordering
+            (Siemens MPRAGE), 0 for centric ordering (centre first).
     """
-    n = min(float(readouts), 2.0 * ti / echo_spacing, 2.0 * (tr - ti) / echo_spacing)
-    before = ti - n * echo_spacing / 2.0  # inversion -> first readout
-    after = tr - ti - n * echo_spacing / 2.0  # last readout -> next inversion
+    n = float(readouts)
+    if centre > 0:
+        n = min(n, ti / (centre * echo_spacing))
+    n = min(n, (tr - ti) / ((1.0 - centre) * echo_spacing))
+    before = ti - centre * n * echo_spacing  # inversion -> first readout
+    after = tr - before - n * echo_spacing  # last readout -> next inversion
     alpha = np.deg2rad(flip_angle)
     e1 = np.exp(-echo_spacing / t1)
     q = np.cos(alpha) * e1
@@ -108,8 +113,8 @@ def mprage(
     end_constant = steady * (1.0 - q_n) + q_n * (1.0 - e_before)
     x = (1.0 - e_after + e_after * end_constant) / (1.0 + e_after * q_n * e_before)
     start = 1.0 - (1.0 + x) * e_before
-    centre = steady + (start - steady) * q ** (n / 2.0)
-    return pd * np.sin(alpha) * np.abs(centre) * np.exp(-te / t2star)
+    at_centre = steady + (start - steady) * q ** (centre * n)
+    return pd * np.sin(alpha) * np.abs(at_centre) * np.exp(-te / t2star)
 
 
 def swi_phase_mask(chi_ppm, *, field_strength: float, te: float, power: int = 4):
@@ -197,11 +202,14 @@ def signal(properties: TissueProperties, metadata: ImagingMetadata) -> np.ndarra
     flip_angle = _numeric_flip_angle(metadata, why)
     if sequence == "mprage":
         ti = float(metadata.ti)  # type: ignore[arg-type]  (sequence_for saw a TI)
-        # Philips reports the readout TR (a few ms) and the TI; Siemens and GE the shot interval.
         if tr < ti:
-            echo_spacing, shot = tr, MPRAGE_SHOT_INTERVAL_MS
+            # Philips TFE and GE BRAVO report the readout TR (a few ms) and the delay from the
+            # inversion to the readout, which starts at the k-space centre; the next inversion
+            # follows the readout train directly.
+            spacing, shot, centre = tr, ti + MPRAGE_READOUTS * tr, 0.0
         else:
-            echo_spacing, shot = 2.0 * te + 2.5, tr
+            # Siemens MPRAGE reports the inversion cycle as TR; linear ordering.
+            spacing, shot, centre = 2.0 * te + 2.5, tr, 0.5
         return mprage(
             p.pd,
             p.t1,
@@ -210,7 +218,8 @@ def signal(properties: TissueProperties, metadata: ImagingMetadata) -> np.ndarra
             te=te,
             ti=ti,
             flip_angle=flip_angle,
-            echo_spacing=echo_spacing,
+            echo_spacing=spacing,
+            centre=centre,
         )
     magnitude = spoiled_gradient_echo(p.pd, p.t1, p.t2star, tr=tr, te=te, flip_angle=flip_angle)
     if sequence == "swi":

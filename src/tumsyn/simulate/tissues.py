@@ -3,8 +3,13 @@
 Sources (values in ms unless stated; the table below keeps one value per field strength and the
 jitter covers the spread between studies and subjects):
 
-- T1, T2 of grey and white matter at 1.5 T and 3 T: Stanisz GJ et al., "T1, T2 relaxation and
-  magnetization transfer in tissue at 3T", Magn Reson Med 54:507-512 (2005).
+- T1, T2 of grey and white matter at 3 T, and T2 at 1.5 T: Stanisz GJ et al., "T1, T2
+  relaxation and magnetization transfer in tissue at 3T", Magn Reson Med 54:507-512 (2005).
+- T1 at 1.5 T: in vivo values reported at 1.5 T spread widely (WM about 600-900 ms, GM about
+  950-1250 ms; tabulated in Deoni SCL, "Quantitative relaxometry of the brain", Top Magn Reson
+  Imaging 21:101-113, 2010); the table takes WM 700 and GM 1150 ms, the ratio of most in vivo
+  inversion-recovery studies (Stanisz's 884/1124 would give spin-echo T1w images no GM/WM
+  contrast, unlike real ones).
 - T1 at 7 T and of CSF: Rooney WD et al., "Magnetic field and tissue dependencies of human brain
   longitudinal 1H2O relaxation in vivo", Magn Reson Med 57:308-318 (2007).
 - T2 at 7 T: Yacoub E et al., "Spin-echo fMRI in humans using high spatial resolutions and high
@@ -53,8 +58,8 @@ FIELD_RANGE = (float(_FIELDS[0]), float(_FIELDS[-1]))
 
 # (class) -> property -> values at 1.5 T, 3 T, 7 T.
 _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
-    "GM": {"t1": (1124, 1820, 2132), "t2": (95, 99, 55), "t2star": (84, 66, 33.2)},
-    "WM": {"t1": (884, 1084, 1220), "t2": (72, 69, 46), "t2star": (66.2, 53.2, 26.8)},
+    "GM": {"t1": (1150, 1820, 2132), "t2": (95, 99, 55), "t2star": (84, 66, 33.2)},
+    "WM": {"t1": (700, 1084, 1220), "t2": (72, 69, 46), "t2star": (66.2, 53.2, 26.8)},
     # CSF T2* is limited by flow and field inhomogeneity, not by relaxation; a long value suffices.
     "CSF": {"t1": (4300, 4300, 4425), "t2": (2000, 2000, 1000), "t2star": (800, 600, 300)},
     "WMH": {"t1": (1240, 1520, 1710), "t2": (145, 140, 95), "t2star": (110, 90, 45)},

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+
+from tumsyn.simulate import Anatomy, make_subject
+from tumsyn.simulate.anatomy import draw_anatomy
+from tumsyn.simulate.template import load_template
+from tumsyn.simulate.tissues import TISSUES
+
+
+def test_template_fractions_are_a_partition_of_the_brain() -> None:
+    template = load_template()
+    brain = template.brain
+    assert template.gm.min() >= 0 and template.wm.min() >= 0 and template.csf.min() >= -1e-6
+    assert brain.max() <= 1 + 1e-5
+    # About 1.9 l of brain and CSF in the MNI152 template, about 0.2 l of it CSF.
+    assert 1.7e6 < brain.sum() < 2.1e6
+    assert 0.1 < template.csf.sum() / brain.sum() < 0.2
+
+
+def test_same_seed_same_subject_bit_for_bit(young_subject: Anatomy) -> None:
+    again = make_subject(11, age=22, sex="F")
+    assert again.fractions.tobytes() == young_subject.fractions.tobytes()
+    other = make_subject(12, age=22, sex="F")
+    changed = np.abs(other.fractions - young_subject.fractions).max(axis=0) > 0.5
+    assert changed.sum() > 10_000  # visibly different anatomy, not a few voxels
+
+
+def test_fractions_stay_valid(old_subject: Anatomy) -> None:
+    fractions = old_subject.fractions
+    assert fractions.shape == (len(TISSUES), *old_subject.grid.shape)
+    assert fractions.dtype == np.float32
+    assert fractions.min() >= -1e-5
+    assert old_subject.brain.max() <= 1 + 1e-4
+
+
+def test_ageing_enlarges_csf_and_adds_lesions(old_subject: Anatomy, young_subject: Anatomy) -> None:
+    old_csf = old_subject.fraction("CSF").sum()
+    young_csf = young_subject.fraction("CSF").sum()
+    assert old_csf > 1.2 * young_csf
+    assert old_subject.fraction("GM").sum() < young_subject.fraction("GM").sum()
+    assert old_subject.fraction("WMH").sum() > 100  # voxels of hyperintensity
+    assert young_subject.fraction("WMH").sum() < old_subject.fraction("WMH").sum() / 5
+
+
+def test_lesion_load_grows_with_age() -> None:
+    counts = {
+        age: np.mean([len(draw_anatomy(seed, age=age).lesions) for seed in range(30)])
+        for age in (25, 55, 85)
+    }
+    assert counts[25] < counts[55] < counts[85]
+
+
+def test_enhancing_lesion_only_when_asked(old_subject: Anatomy, young_subject: Anatomy) -> None:
+    assert old_subject.fraction("ENH").sum() > 50
+    assert old_subject.parameters.gadolinium_mm > 0
+    assert young_subject.fraction("ENH").sum() == 0
+    assert young_subject.parameters.gadolinium_mm == 0
+
+
+def test_sex_and_age_drawn_and_recorded() -> None:
+    drawn = [draw_anatomy(seed) for seed in range(40)]
+    assert {p.sex for p in drawn} == {"F", "M"}
+    assert all(20 <= p.age <= 85 for p in drawn)
+    women = np.mean([np.prod(p.scale) for p in drawn if p.sex == "F"])
+    men = np.mean([np.prod(p.scale) for p in drawn if p.sex == "M"])
+    assert women < men
+    summary = drawn[0].summary()
+    assert set(summary) >= {"seed", "age", "sex", "scale", "atrophy", "lesions", "jitter"}
