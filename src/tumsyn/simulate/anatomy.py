@@ -7,7 +7,7 @@ for bit and the record says what the subject is.
 
 What varies between subjects:
 
-- size: a global scale (smaller on average for women, about 8% in volume) and a small anisotropy;
+- size: a global scale (smaller on average for women, about 9% in volume) and a small anisotropy;
 - shape: a smooth random displacement (control points 16 mm apart, a few mm, small enough that
   the mapping stays one-to-one);
 - age: atrophy grows after 25 years: ventricles expand (a radial displacement around each lateral
