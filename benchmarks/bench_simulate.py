@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import best_of, report
-
 from tumsyn.io import save_nifti
 from tumsyn.metadata import load_protocols
 from tumsyn.simulate import CohortSettings, ScanSettings, make_subject, scan, simulate_dataset

@@ -112,3 +112,28 @@ def test_rotated_grid_keeps_voxel_sizes() -> None:
     grid = Grid((10, 12, 14), np.diag([1.0, 2.0, 3.0, 1.0]))
     rotated = rotated_grid(grid, (10.0, -5.0, 30.0))
     assert np.allclose(np.linalg.norm(rotated.affine[:3, :3], axis=0), [1, 2, 3])
+
+
+def test_partial_volume_sums_signed_signals_before_the_magnitude() -> None:
+    anatomy = block_anatomy()
+    fractions = anatomy.fractions.copy()
+    gm, csf = TISSUES.index("GM"), TISSUES.index("CSF")
+    fractions[:, 1, 1, 1] = 0.0
+    fractions[gm, 1, 1, 1] = fractions[csf, 1, 1, 1] = 0.5
+    anatomy = replace(anatomy, fractions=fractions)
+    t1_flair = ImagingMetadata(
+        modality="T1w",
+        field_strength=3,
+        tr=2000,
+        te=10,
+        ti=800,
+        flip_angle=150,
+        voxel_size=(1,) * 3,
+    )
+    per_tissue = signal(anatomy.properties(3.0), t1_flair) * INTENSITY_SCALE
+    assert per_tissue[gm] * per_tissue[csf] < 0  # on either side of the null at TI 800 ms
+    image, _ = render(anatomy, t1_flair)
+    expected = abs(0.5 * per_tissue[gm] + 0.5 * per_tissue[csf])
+    scale = np.abs(per_tissue).max()
+    assert image[1, 1, 1] == pytest.approx(expected, abs=1e-6 * scale)
+    assert image[1, 1, 1] < 0.5 * (abs(per_tissue[gm]) + abs(per_tissue[csf]))

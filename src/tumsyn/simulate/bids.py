@@ -145,7 +145,7 @@ def _dataset_files(root: Path, settings: CohortSettings, rows: list[dict]) -> No
             "Name": f"tumsyn simulated cohort (seed {settings.seed}, {settings.subjects} subjects)",
             "BIDSVersion": "1.9.0",
             "DatasetType": "raw",
-            "License": "CC0; anatomy derived from the ICBM 2009c template (see README)",
+            "License": "CC0; anatomy derived from the ICBM 2009a template (see README)",
             "Authors": ["tumsyn simulator"],
             "GeneratedBy": generated_by,
         },
@@ -160,11 +160,11 @@ def _dataset_files(root: Path, settings: CohortSettings, rows: list[dict]) -> No
         },
     )
     readme = (
-        "Simulated brain MRI made by `tumsyn simulate` (physics-based: MNI152 2009c tissue maps,\n"
+        "Simulated brain MRI made by `tumsyn simulate` (physics-based: MNI152 2009a tissue maps,\n"
         "random deformation, ageing and lesions, MR signal equations, point-spread function,\n"
         "bias field and Rician noise). No real subject's data is in this data set.\n\n"
         "derivatives/tumsyn holds each subject's exact tissue fractions (label-*_probseg) and\n"
-        "the parameters of its anatomy and scans. The ICBM 2009c template is copyright (C)\n"
+        "the parameters of its anatomy and scans. The ICBM 2009a template is copyright (C)\n"
         "1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological\n"
         "Institute, McGill University; used with permission.\n"
     )

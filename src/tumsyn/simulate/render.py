@@ -67,9 +67,9 @@ def scan_grid(
 
 
 def _object(anatomy: Anatomy, metadata: ImagingMetadata) -> np.ndarray:
-    """The ideal 1 mm image: every tissue's signal weighted by its fraction."""
+    """The ideal 1 mm magnitude image: tissue signals weighted by fraction, summed, magnitude."""
     per_tissue = signal(anatomy.properties(metadata.field_strength), metadata) * INTENSITY_SCALE
-    return np.tensordot(per_tissue.astype(np.float32), anatomy.fractions, axes=1)
+    return np.abs(np.tensordot(per_tissue.astype(np.float32), anatomy.fractions, axes=1))
 
 
 def _brain_mask(anatomy: Anatomy, grid: Grid) -> np.ndarray:

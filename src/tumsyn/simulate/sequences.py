@@ -1,15 +1,18 @@
 """MR signal equations, and which one a protocol (an :class:`ImagingMetadata`) calls for.
 
-Each equation gives the magnitude signal of a voxel of one pure tissue, proportional to its proton
-density; partial-volume voxels mix these signals by tissue fraction. Times are in ms, angles in
-degrees. The equations are the textbook steady-state forms (Bernstein, King and Zhou, *Handbook of
-MRI Pulse Sequences*, 2004; Haacke et al., *Magnetic Resonance Imaging: Physical Principles and
-Sequence Design*, 1999):
+Each equation gives the signal of a voxel of one pure tissue, proportional to its proton density.
+The inversion-recovery signals are *signed* (longitudinal magnetisation not yet through its null is
+negative): a partial-volume voxel sums its tissues' signals by fraction and only then takes the
+magnitude, so tissues on either side of the null cancel at their boundary, as in real magnitude
+inversion-recovery images (the dark "India ink" lines between CSF and tissue). Times are in ms,
+angles in degrees. The equations are the textbook steady-state forms (Bernstein, King and Zhou,
+*Handbook of MRI Pulse Sequences*, 2004; Haacke et al., *Magnetic Resonance Imaging: Physical
+Principles and Sequence Design*, 1999):
 
 - spin echo / turbo spin echo (T2w, PD, spin-echo T1w):
   ``S = PD (1 - exp(-TR/T1)) exp(-TE/T2)``
-- inversion recovery with magnitude reconstruction (FLAIR, T1-weighted IR):
-  ``S = PD |1 - 2 exp(-TI/T1) + exp(-TR/T1)| exp(-TE/T2)``
+- inversion recovery (FLAIR, T1-weighted IR), magnitude taken after mixing:
+  ``S = PD (1 - 2 exp(-TI/T1) + exp(-TR/T1)) exp(-TE/T2)``
 - spoiled gradient echo (FLASH/SPGR T1w, T2star):
   ``S = PD sin(a) (1 - E1) / (1 - cos(a) E1) exp(-TE/T2*)``, ``E1 = exp(-TR/T1)``
 - MPRAGE-like inversion-prepared gradient echo (T1w with TI and a small flip angle): the steady
@@ -63,8 +66,8 @@ def spin_echo(pd, t1, t2, *, tr: float, te: float):
 
 
 def inversion_recovery(pd, t1, t2, *, tr: float, te: float, ti: float):
-    """Inversion recovery with a spin-echo readout, magnitude reconstruction."""
-    return pd * np.abs(1.0 - 2.0 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
+    """Inversion recovery with a spin-echo readout (signed)."""
+    return pd * (1.0 - 2.0 * np.exp(-ti / t1) + np.exp(-tr / t1)) * np.exp(-te / t2)
 
 
 def spoiled_gradient_echo(pd, t1, t2star, *, tr: float, te: float, flip_angle: float):
@@ -87,7 +90,7 @@ def mprage(
     readouts: float = MPRAGE_READOUTS,
     centre: float = 0.5,
 ):
-    """Inversion-prepared spoiled gradient echo (MPRAGE), steady state over inversion cycles.
+    """Inversion-prepared spoiled gradient echo (MPRAGE), steady state of inversion cycles (signed).
 
     Args:
         tr: the inversion cycle (shot interval) in ms.
@@ -114,7 +117,7 @@ def mprage(
     x = (1.0 - e_after + e_after * end_constant) / (1.0 + e_after * q_n * e_before)
     start = 1.0 - (1.0 + x) * e_before
     at_centre = steady + (start - steady) * q ** (centre * n)
-    return pd * np.sin(alpha) * np.abs(at_centre) * np.exp(-te / t2star)
+    return pd * np.sin(alpha) * at_centre * np.exp(-te / t2star)
 
 
 def swi_phase_mask(chi_ppm, *, field_strength: float, te: float, power: int = 4):
@@ -179,7 +182,9 @@ def _effective_te(metadata: ImagingMetadata, te: float) -> float:
 
 
 def signal(properties: TissueProperties, metadata: ImagingMetadata) -> np.ndarray:
-    """Signal of each tissue class (array in the order of ``properties``) under a protocol.
+    """Signed signal of each tissue class (array in the order of ``properties``) under a protocol.
+
+    The magnitude image of a voxel is ``|sum(fraction * signal)|``.
 
     T1CE uses the post-contrast properties. Raises :class:`MetadataError` when the protocol lacks
     what its sequence needs (e.g. FLAIR without TI) or cannot be honoured (TI beyond TR).

@@ -1,13 +1,13 @@
-"""The anatomical template: MNI152 2009c tissue maps as shipped inside the nilearn wheel.
+"""The anatomical template: MNI152 2009a tissue maps as shipped inside the nilearn wheel.
 
-nilearn ships the ICBM 2009 symmetric T1 template (brain-extracted) and its grey- and white-matter
-probability maps, 1 mm, as uint8 (0-255). It does not ship a CSF map or a brain mask, so both are
-derived here: the brain mask is where the brain-extracted T1 is non-zero (holes filled), and CSF is
-what the mask holds beyond grey and white matter (sulci, ventricles, cisterns).
+nilearn ships the ICBM 2009a nonlinear symmetric T1 template (brain-extracted) and its grey- and
+white-matter probability maps, 1 mm, as uint8 (0-255). It does not ship a CSF map or a brain mask,
+so both are derived here: the brain mask is where the brain-extracted T1 is non-zero (holes filled),
+and CSF is what the mask holds beyond grey and white matter (sulci, ventricles, cisterns).
 
 Licence: the ICBM 2009 templates are copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging
 Centre, Montreal Neurological Institute, McGill University, distributed with permission to use,
-copy and modify (see the nilearn package and https://nist.mni.mcgill.ca/icbm-152-nonlinear-atlases-2009/).
+copy and modify (the notice ships with nilearn).
 """
 
 from __future__ import annotations

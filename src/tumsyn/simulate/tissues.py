@@ -7,9 +7,11 @@ jitter covers the spread between studies and subjects):
   relaxation and magnetization transfer in tissue at 3T", Magn Reson Med 54:507-512 (2005).
 - T1 at 1.5 T: in vivo values reported at 1.5 T spread widely (WM about 600-900 ms, GM about
   950-1250 ms; tabulated in Deoni SCL, "Quantitative relaxometry of the brain", Top Magn Reson
-  Imaging 21:101-113, 2010); the table takes WM 700 and GM 1150 ms, the ratio of most in vivo
-  inversion-recovery studies (Stanisz's 884/1124 would give spin-echo T1w images no GM/WM
-  contrast, unlike real ones).
+  Imaging 21:101-113, 2010); the table takes GM 1150, WM 670 and CSF 4580 ms, the values that
+  reproduce the tissue contrast of the real MNI152 2009a T1 template (an average of 1.5 T T1w
+  gradient echoes) with a 1.5 T gradient echo (``benchmarks/calibrate_simulator.py``,
+  ``docs/calibration.md``). Stanisz's 884/1124 ms would give spin-echo T1w images no GM/WM contrast,
+  unlike real ones.
 - T1 at 7 T and of CSF: Rooney WD et al., "Magnetic field and tissue dependencies of human brain
   longitudinal 1H2O relaxation in vivo", Magn Reson Med 57:308-318 (2007).
 - T2 at 7 T: Yacoub E et al., "Spin-echo fMRI in humans using high spatial resolutions and high
@@ -59,9 +61,9 @@ FIELD_RANGE = (float(_FIELDS[0]), float(_FIELDS[-1]))
 # (class) -> property -> values at 1.5 T, 3 T, 7 T.
 _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
     "GM": {"t1": (1150, 1820, 2132), "t2": (95, 99, 55), "t2star": (84, 66, 33.2)},
-    "WM": {"t1": (700, 1084, 1220), "t2": (72, 69, 46), "t2star": (66.2, 53.2, 26.8)},
+    "WM": {"t1": (670, 1084, 1220), "t2": (72, 69, 46), "t2star": (66.2, 53.2, 26.8)},
     # CSF T2* is limited by flow and field inhomogeneity, not by relaxation; a long value suffices.
-    "CSF": {"t1": (4300, 4300, 4425), "t2": (2000, 2000, 1000), "t2star": (800, 600, 300)},
+    "CSF": {"t1": (4580, 4300, 4425), "t2": (2000, 2000, 1000), "t2star": (800, 600, 300)},
     "WMH": {"t1": (1240, 1520, 1710), "t2": (145, 140, 95), "t2star": (110, 90, 45)},
     # An enhancing lesion before contrast: oedematous, long T1 and T2.
     "ENH": {"t1": (1400, 2100, 2450), "t2": (130, 125, 85), "t2star": (100, 80, 40)},
