@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -171,6 +172,12 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from tumsyn.metadata import load_protocols
     from tumsyn.simulate import CohortSettings, simulate_dataset
@@ -194,7 +201,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         settings,
         protocols,
         voxel_size=voxel_size,
-        workers=args.workers,
+        workers=args.workers or min(_available_cores(), settings.subjects),
         progress=not args.quiet,
     )
     print(f"wrote {settings.subjects} subjects x {len(protocols)} protocols to {root}")
@@ -295,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MM",
         help="override every protocol's voxel size (one number or three)",
     )
-    simulate.add_argument("--workers", type=int, default=1, metavar="K", help="processes")
+    simulate.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="K",
+        help="processes (default: one per available CPU core, at most one per subject)",
+    )
     simulate.add_argument(
         "--snr", type=float, nargs=2, default=(25.0, 60.0), metavar=("LOW", "HIGH"),
         help="signal-to-noise range, drawn per image (default: 25 60)",
