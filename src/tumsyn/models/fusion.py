@@ -1,0 +1,187 @@
+"""Text-to-image fusion: how the prompt's text features condition the image features.
+
+Two blocks, both ending in the official gated depth-wise feed-forward and channel LayerNorms:
+
+- :class:`GlobalTextFusion` is the official TUMSyn block (parameter names and shapes of its
+  ``Basic_block``): a text adapter (MLP) maps the prompt's single text vector to a query; the image
+  features give keys and values; the attention output scales the feature map channel-wise. With
+  ``official_quirks=True`` it reproduces the official arithmetic exactly: keys/values reshaped from
+  ``(B, 2C, D, H, W)`` memory without a permute (its "tokens" are chunks of memory, not voxels), and
+  L2-normalised queries and keys without a temperature (a softmax over cosines in [-1, 1], nearly
+  uniform over thousands of tokens). With ``official_quirks=False`` tokens are voxels and the
+  attention is scaled dot-product, as the paper describes.
+- :class:`VoxelCrossAttentionFusion` is tumsyn's own: every voxel attends over the prompt's token
+  features (all positions up to the end token, not only the pooled vector), scaled dot-product
+  attention with residual connections and pre-normalisation, so that different voxels can read
+  different parts of the prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tumsyn.models.layers import MLP, ChannelLayerNorm
+
+__all__ = ["GlobalTextFusion", "VoxelCrossAttentionFusion"]
+
+
+def _check_heads(dim: int, heads: int) -> None:
+    if dim < 1 or heads < 1 or dim % heads:
+        raise ValueError(f"dim {dim} must be a positive multiple of heads {heads}")
+
+
+class GatedFeedForward(nn.Module):
+    """1x1 conv to ``hidden``, 3x3x3 depth-wise conv, GELU gate (half gates half), 1x1 conv back."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        if hidden % 2:
+            raise ValueError(
+                f"hidden width {hidden} must be even (half of it gates the other half)"
+            )
+        self.project_in = nn.Conv3d(dim, hidden, kernel_size=1, bias=False)
+        self.dwconv = nn.Conv3d(hidden, hidden, 3, padding=1, groups=hidden, bias=False)
+        self.project_out = nn.Conv3d(hidden // 2, dim, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(value) * gate)
+
+
+class _TextQueryAttention(nn.Module):
+    """One text vector queries the voxels; returns a channel-wise scale ``(B, C, 1, 1, 1)``."""
+
+    def __init__(self, dim: int, heads: int, official_quirks: bool) -> None:
+        super().__init__()
+        self.q = nn.Conv3d(dim, dim, kernel_size=1)
+        self.kv = nn.Conv3d(dim, dim * 2, kernel_size=1)
+        self.proj = nn.Conv3d(dim, dim, kernel_size=1)
+        self.heads = heads
+        self.official_quirks = official_quirks
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        n = x[0, 0].numel()
+        head_dim = c // self.heads
+        q = self.q(text[:, :, None, None, None]).reshape(b, self.heads, 1, head_dim)
+        kv = self.kv(x)
+        if self.official_quirks:
+            k, v = kv.reshape(b, n, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            weights = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        else:
+            k, v = kv.reshape(b, 2, self.heads, head_dim, n).transpose(-2, -1).unbind(1)
+            weights = (q @ k.transpose(-2, -1) * head_dim**-0.5).softmax(dim=-1)
+        out = (weights @ v).reshape(b, c, 1, 1, 1)
+        return self.proj(out)
+
+
+class _GlobalTextBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, official_quirks: bool) -> None:
+        super().__init__()
+        self.norm2 = ChannelLayerNorm(dim)
+        self.norm3 = ChannelLayerNorm(dim)
+        self.c_attn = _TextQueryAttention(dim, heads, official_quirks)
+        self.text_lora = MLP(dim, dim, [dim])
+        self.mlp = GatedFeedForward(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x = x * self.c_attn(x, self.text_lora(text))
+        x = self.norm2(x)
+        return self.norm3(x + self.mlp(x))
+
+
+class GlobalTextFusion(nn.Module):
+    """The official fusion block: ``(B, C, D, H, W), (B, C) -> (B, C, D, H, W)``.
+
+    Args:
+        dim: feature and text dimension (official: 768; the text vector must have this size).
+        heads: attention heads (official: 8).
+        mlp_ratio: feed-forward width over ``dim`` (official: 4).
+        depth: stacked blocks (official: 1).
+        official_quirks: reproduce the official arithmetic (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 768,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        depth: int = 1,
+        official_quirks: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_heads(dim, heads)
+        self.block = nn.ModuleList(
+            _GlobalTextBlock(dim, heads, mlp_ratio, official_quirks) for _ in range(depth)
+        )
+
+    def forward(
+        self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``text``: the pooled prompt vector ``(B, C)`` (or ``(B, 1, C)``); no mask is used."""
+        text = text.reshape(text.shape[0], -1)
+        for block in self.block:
+            x = block(x, text)
+        return x
+
+
+class _VoxelCrossAttentionBlock(nn.Module):
+    def __init__(self, dim: int, text_dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm_attention = ChannelLayerNorm(dim)
+        self.to_q = nn.Conv3d(dim, dim, kernel_size=1)
+        self.to_k = nn.Linear(text_dim, dim)
+        self.to_v = nn.Linear(text_dim, dim)
+        self.to_out = nn.Conv3d(dim, dim, kernel_size=1)
+        self.norm_feed_forward = ChannelLayerNorm(dim)
+        self.feed_forward = GatedFeedForward(dim, int(dim * mlp_ratio))
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None):
+        b, c, *spatial = x.shape
+        head_dim = c // self.heads
+        q = self.to_q(self.norm_attention(x)).reshape(b, self.heads, head_dim, -1).transpose(2, 3)
+        k = self.to_k(tokens).reshape(b, -1, self.heads, head_dim).transpose(1, 2)
+        v = self.to_v(tokens).reshape(b, -1, self.heads, head_dim).transpose(1, 2)
+        attention_mask = None if mask is None else mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        x = x + self.to_out(out.transpose(2, 3).reshape(b, c, *spatial))
+        return x + self.feed_forward(self.norm_feed_forward(x))
+
+
+class VoxelCrossAttentionFusion(nn.Module):
+    """Per-voxel cross-attention over prompt tokens: ``(B, C, D, H, W) -> (B, C, D, H, W)``.
+
+    Args:
+        dim: image feature dimension.
+        text_dim: dimension of the text token features.
+        heads: attention heads (``dim`` must be divisible by it).
+        mlp_ratio: feed-forward width over ``dim``.
+        depth: stacked blocks.
+
+    ``forward(x, text, text_mask)``: ``text`` is ``(B, L, text_dim)`` token features (or a pooled
+    ``(B, text_dim)`` vector, one token); ``text_mask`` ``(B, L)`` is True for real tokens.
+    """
+
+    def __init__(
+        self, *, dim: int, text_dim: int, heads: int = 8, mlp_ratio: float = 4.0, depth: int = 1
+    ) -> None:
+        super().__init__()
+        _check_heads(dim, heads)
+        if text_dim < 1 or depth < 1:
+            raise ValueError(f"text_dim and depth must be positive, got {text_dim}, {depth}")
+        self.blocks = nn.ModuleList(
+            _VoxelCrossAttentionBlock(dim, text_dim, heads, mlp_ratio) for _ in range(depth)
+        )
+
+    def forward(
+        self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        tokens = text[:, None, :] if text.ndim == 2 else text
+        for block in self.blocks:
+            x = block(x, tokens, text_mask)
+        return x

@@ -1,0 +1,82 @@
+"""The stage-2 image encoder: an EDSR-style 3D residual network without downsampling.
+
+Lim B. et al., "Enhanced deep residual networks for single image super-resolution", CVPRW 2017,
+in 3D as TUMSyn uses it: a head convolution, ``blocks`` residual blocks (conv-BN-ReLU-conv-BN,
+scaled by ``res_scale`` before the skip), a convolution, a global skip, and a tail convolution to
+``out_channels``. Every layer keeps the input's spatial size, so each voxel gets a feature vector.
+Parameter names follow the official ``ResEncoder`` (``head.0``, ``body.i.body.j``, ``tail.0``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResidualEncoder3D"]
+
+
+def _conv(in_channels: int, out_channels: int) -> nn.Conv3d:
+    return nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int, res_scale: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(channels, channels),
+            nn.BatchNorm3d(channels),
+            nn.ReLU(inplace=True),
+            _conv(channels, channels),
+            nn.BatchNorm3d(channels),
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class ResidualEncoder3D(nn.Module):
+    """EDSR-style 3D encoder: ``(B, in_channels, D, H, W) -> (B, out_channels, D, H, W)``.
+
+    Args:
+        in_channels: image channels (1 for a single MR contrast).
+        features: width of the residual blocks (official: 256).
+        blocks: number of residual blocks (official: 24).
+        out_channels: feature dimension handed to the fusion block (official: 768).
+        res_scale: residual scaling (official: 0.1).
+
+    Example:
+        >>> encoder = ResidualEncoder3D(features=8, blocks=2, out_channels=16)
+        >>> encoder(torch.zeros(1, 1, 4, 4, 4)).shape
+        torch.Size([1, 16, 4, 4, 4])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        features: int = 256,
+        blocks: int = 24,
+        out_channels: int = 768,
+        res_scale: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("features", features)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if blocks < 0 or out_channels < 1:
+            raise ValueError(
+                f"blocks >= 0 and out_channels >= 1 needed, got {blocks}, {out_channels}"
+            )
+        self.head = nn.Sequential(_conv(in_channels, features))
+        self.body = nn.Sequential(
+            *(_ResidualBlock(features, res_scale) for _ in range(blocks)), _conv(features, features)
+        )
+        self.tail = nn.Sequential(_conv(features, out_channels))
+        self.out_channels = out_channels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 5:
+            raise ValueError(f"expected a (B, C, D, H, W) image, got shape {tuple(image.shape)}")
+        x = self.head(image)
+        return self.tail(self.body(x) + x)

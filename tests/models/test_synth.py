@@ -1,0 +1,157 @@
+"""The stage-2 network: official parameter layout, our architecture, chunked decoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tumsyn.models.synth  # noqa: F401  (registers the "synth" family)
+from helpers import DATA
+from tumsyn.errors import ConfigError
+from tumsyn.models.fusion import GlobalTextFusion, VoxelCrossAttentionFusion
+from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres
+from tumsyn.models.registry import build, load_config
+from tumsyn.models.residual_encoder import ResidualEncoder3D
+
+OFFICIAL_PARAMETERS = 113_595_137
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_official_synth_has_every_official_key_and_shape() -> None:
+    # Facts measured by running the official model definition (shared/reference, commit 26043b5).
+    reference = json.loads((DATA / "official_synth_keys.json").read_text())
+    with torch.device("meta"):
+        model = build("official-synth")
+    shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
+    assert shapes == reference
+    assert _count(model) == OFFICIAL_PARAMETERS
+
+
+def test_paper_size_configs_are_about_114m_parameters() -> None:
+    with torch.device("meta"):
+        base = build("tumsyn-base")
+    assert 105e6 < _count(base) < 120e6
+
+
+@pytest.mark.parametrize("name", ["official-synth", "tumsyn-base", "tumsyn-tiny"])
+def test_every_config_runs_forward_on_cpu(name: str) -> None:
+    torch.manual_seed(0)
+    model = build(name).eval()
+    text_dim = model.spec["args"]["text_dim"]
+    image = torch.randn(1, 1, 4, 5, 6)
+    coord = cell_centres((8, 10, 12))[None]
+    cell = torch.full_like(coord, 2 / 8)
+    text = torch.randn(1, text_dim) if "official" in name else torch.randn(1, 7, text_dim)
+    with torch.no_grad():
+        out = model(image, coord, text, cell=cell)
+    assert out.shape == (1, 8 * 10 * 12, 1)
+    assert torch.isfinite(out).all()
+
+
+def _tiny_feat() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 6, 4, 5, 3)
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        OfficialDecoder(in_channels=6, hidden=[32, 16]),
+        LocalImplicitDecoder(in_channels=6, hidden=[32, 16]),
+    ],
+    ids=["official", "liif"],
+)
+def test_chunked_decoding_equals_unchunked(decoder) -> None:
+    feat = _tiny_feat()
+    coord = torch.rand(2, 1000, 3) * 2 - 1
+    cell = torch.full_like(coord, 0.1)
+    with torch.no_grad():
+        whole = decoder(feat, coord, cell)
+        chunked = decoder(feat, coord, cell, chunk_size=97)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_liif_ensemble_is_continuous_across_voxel_borders() -> None:
+    decoder = LocalImplicitDecoder(in_channels=6, hidden=[32, 16])
+    feat = _tiny_feat()
+    border = -1 + 2 * 2 / 4  # between voxels 1 and 2 along z (4 voxels)
+    coord = torch.tensor([[[border - 1e-4, 0.1, 0.2], [border + 1e-4, 0.1, 0.2]]]).expand(2, -1, -1)
+    cell = torch.full_like(coord, 0.05)
+    with torch.no_grad():
+        below, above = decoder(feat, coord, cell).unbind(1)
+    torch.testing.assert_close(below, above, rtol=0, atol=1e-2)
+
+
+def test_cell_centres() -> None:
+    centres = cell_centres((2, 4, 1))
+    assert centres.shape == (8, 3)
+    assert torch.allclose(centres[:, 0].unique(), torch.tensor([-0.5, 0.5]))
+    assert torch.allclose(centres[:, 1].unique(), torch.tensor([-0.75, -0.25, 0.25, 0.75]))
+    assert torch.all(centres[:, 2] == 0)
+
+
+def test_official_quirks_change_the_attention() -> None:
+    torch.manual_seed(2)
+    quirky = GlobalTextFusion(dim=16, heads=4, mlp_ratio=2, official_quirks=True).eval()
+    proper = GlobalTextFusion(dim=16, heads=4, mlp_ratio=2, official_quirks=False).eval()
+    proper.load_state_dict(quirky.state_dict())  # same weights, different arithmetic
+    x, text = torch.randn(2, 16, 3, 3, 3), torch.randn(2, 16)
+    with torch.no_grad():
+        assert not torch.allclose(quirky(x, text), proper(x, text))
+        # The official block takes the prompt as (B, 1, C) too.
+        torch.testing.assert_close(quirky(x, text[:, None]), quirky(x, text))
+
+
+def test_voxel_fusion_ignores_masked_tokens_and_uses_real_ones() -> None:
+    torch.manual_seed(3)
+    fusion = VoxelCrossAttentionFusion(dim=16, text_dim=8, heads=2).eval()
+    x, tokens = torch.randn(1, 16, 3, 3, 3), torch.randn(1, 5, 8)
+    mask = torch.tensor([[True, True, True, False, False]])
+    changed_padding, changed_real = tokens.clone(), tokens.clone()
+    changed_padding[:, 3:] = 100.0
+    changed_real[:, 1] = 100.0
+    with torch.no_grad():
+        reference = fusion(x, tokens, mask)
+        torch.testing.assert_close(fusion(x, changed_padding, mask), reference)
+        assert not torch.allclose(fusion(x, changed_real, mask), reference)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="features"):
+        ResidualEncoder3D(features=0)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        VoxelCrossAttentionFusion(dim=10, text_dim=4, heads=3)
+    with pytest.raises(ValueError, match=r"\(B, C, D, H, W\)"):
+        ResidualEncoder3D(features=4, blocks=1, out_channels=4)(torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match="cell size"):
+        LocalImplicitDecoder(in_channels=6)(_tiny_feat(), torch.zeros(2, 3, 3))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"encoder": {"width": 3}}, "encoder.width: Extra inputs"),
+        ({"decoder": {"hidden": "wide"}}, "decoder.hidden"),
+        ({"fusion": {"kind": "global"}, "text_dim": 128}, "text_dim == encoder.out_channels"),
+        ({"official_quirks": True}, "only applies to the global"),
+    ],
+)
+def test_bad_configs_say_which_setting(args, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config({"name": "synth", "args": args})
+
+
+def test_config_errors_for_names_and_families(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="packaged"):
+        load_config("no-such-model")
+    path = tmp_path / "model.yaml"
+    path.write_text("name: gan\nargs: {}\n")
+    with pytest.raises(ConfigError, match="unknown model 'gan'"):
+        load_config(path)
+    spec = load_config("tumsyn-tiny")
+    assert spec["args"]["decoder"]["kind"] == "liif" and load_config(spec) == spec
