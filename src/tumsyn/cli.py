@@ -210,6 +210,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from tumsyn.models.summary import summarise_configs
+
+    rows = summarise_configs(patch=args.patch)
+    header = ("config", "stage", "parameters", "GFLOP", "for one input")
+    table = [
+        header,
+        *((r.name, r.stage, f"{r.parameters:,}", f"{r.gflops:,.1f}", r.input) for r in rows),
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def cmd_convert_official(args: argparse.Namespace) -> int:
+    from tumsyn.models.official import convert_official
+
+    print(f"wrote {convert_official(args.source, args.target)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tumsyn import __version__
 
@@ -331,6 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--montage", type=Path, metavar="PNG", help="also write a montage of the first subject"
     )
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    models = add(
+        "models",
+        cmd_models,
+        "List the model configurations with parameter counts and FLOPs.",
+        "tumsyn models",
+        "tumsyn models --patch 32",
+    )
+    models.add_argument(
+        "--patch", type=int, default=64, metavar="N", help="synthesis patch side (default: 64)"
+    )
+
+    convert = add(
+        "convert-official",
+        cmd_convert_official,
+        "Convert a published TUMSyn .pth checkpoint into a tumsyn safetensors checkpoint.",
+        "tumsyn convert-official checkpoint_CLIP.pt bmlip-official.safetensors",
+        "tumsyn convert-official epoch-300.pth synth-official.safetensors",
+    )
+    convert.add_argument("source", type=Path, help="official .pth/.pt file (read weights-only)")
+    convert.add_argument("target", type=Path, help="output .safetensors file")
 
     add(
         "version",

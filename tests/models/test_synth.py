@@ -155,3 +155,15 @@ def test_config_errors_for_names_and_families(tmp_path) -> None:
         load_config(path)
     spec = load_config("tumsyn-tiny")
     assert spec["args"]["decoder"]["kind"] == "liif" and load_config(spec) == spec
+
+
+def test_models_command_lists_every_config(capsys) -> None:
+    from tumsyn.cli import main
+    from tumsyn.models import list_configs
+
+    assert main(["models", "--patch", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(list_configs())
+    assert "113,595,137" in rows["official-synth"]
+    assert "997,652,609" in rows["official-bmlip"]

@@ -5,8 +5,26 @@ Example:
     >>> model = build("tumsyn-tiny")  # or "official-synth", "tumsyn-base", a YAML path, a spec
 """
 
-from tumsyn.models import synth  # noqa: F401  (registers the "synth" family)
+from tumsyn.models import bmlip, synth  # noqa: F401  (register the "bmlip" and "synth" families)
+from tumsyn.models.bmlip import BMLIP, BMLIPConfig, contrastive_loss
+from tumsyn.models.checkpoint import load_checkpoint, save_checkpoint
+from tumsyn.models.official import convert_official, load_official
 from tumsyn.models.registry import build, list_configs, load_config
 from tumsyn.models.synth import SynthConfig, SynthesisNetwork
+from tumsyn.models.text_encoder import TextEncoder
 
-__all__ = ["SynthConfig", "SynthesisNetwork", "build", "list_configs", "load_config"]
+__all__ = [
+    "BMLIP",
+    "BMLIPConfig",
+    "SynthConfig",
+    "SynthesisNetwork",
+    "TextEncoder",
+    "build",
+    "contrastive_loss",
+    "convert_official",
+    "list_configs",
+    "load_checkpoint",
+    "load_config",
+    "load_official",
+    "save_checkpoint",
+]
