@@ -232,6 +232,23 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, stage: str) -> int:
+    from tumsyn.train import run
+
+    folder = run(args.config, stage, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained: {folder / 'model.safetensors'} (metrics: {folder / 'metrics.csv'})")
+    return 0
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    return _train(args, "text")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(args, "synthesis")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tumsyn import __version__
 
@@ -374,6 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("source", type=Path, help="official .pth/.pt file (read weights-only)")
     convert.add_argument("target", type=Path, help="output .safetensors file")
+
+    for name, function, what, example in (
+        ("train-text", cmd_train_text, "stage 1 (BMLIP text-image pre-training)", "bmlip-tiny"),
+        ("train", cmd_train, "stage 2 (synthesis, frozen stage-1 text encoder)", "synth-tiny"),
+    ):
+        command = add(
+            name,
+            function,
+            f"Train {what} from a YAML configuration.",
+            f"tumsyn {name} configs/{example}.yaml",
+            f"tumsyn {name} configs/{example}.yaml --resume",
+            f"torchrun --nproc_per_node=2 $(which tumsyn) {name} configs/{example}.yaml",
+        )
+        command.add_argument("config", type=Path, help="training YAML (see configs/)")
+        command.add_argument(
+            "--resume", action="store_true", help="continue the run in the config's 'out' folder"
+        )
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
 
     add(
         "version",

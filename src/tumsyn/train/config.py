@@ -1,0 +1,121 @@
+"""Training configurations: every hyperparameter in one YAML file, validated on load.
+
+A stage-1 file (``tumsyn train-text``) and a stage-2 file (``tumsyn train``) share the sections
+``data``, ``optimizer``, ``schedule`` and the loop settings; stage 2 adds ``text_encoder`` (the
+stage-1 checkpoint whose frozen text tower conditions the synthesis) and the patch settings.
+Relative paths in a file are relative to that file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import PositiveFloat, PositiveInt, ValidationError
+
+from tumsyn.errors import ConfigError
+from tumsyn.models.registry import StrictConfig
+
+__all__ = [
+    "ContrastiveTrainConfig",
+    "SynthesisTrainConfig",
+    "load_train_config",
+]
+
+
+class DataConfig(StrictConfig):
+    source: str  # a BIDS folder or a CSV manifest
+    cache: str = "cache"  # normalised volumes as memory-mapped .npy files
+    validation_fraction: float = 0.2  # of the subjects, held out
+    workers: int = 0  # DataLoader worker processes
+
+
+class OptimizerConfig(StrictConfig):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: PositiveFloat = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+
+class ScheduleConfig(StrictConfig):
+    kind: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_steps: int = 0
+    milestones: tuple[int, ...] = ()  # for "step": steps at which lr is multiplied by gamma
+    gamma: float = 0.5
+    min_lr_fraction: float = 0.0  # for "cosine": the final lr as a fraction of lr
+
+
+class _TrainConfig(StrictConfig):
+    model: str | dict[str, Any]  # a packaged configuration name, a YAML path or a spec
+    data: DataConfig
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 2
+    seed: int = 0
+    validate_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 500
+    grad_clip: PositiveFloat | None = 1.0  # max gradient norm (None: no clipping)
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    out: str = "runs/run"
+
+
+class ContrastiveTrainConfig(_TrainConfig):
+    """Stage 1: BMLIP, contrastive image-text pre-training."""
+
+    stage: Literal["text"] = "text"
+    spacing: PositiveFloat = 2.0  # mm: volumes are resampled to this before cropping
+    validation_batches: PositiveInt = 4
+
+
+class SynthesisTrainConfig(_TrainConfig):
+    """Stage 2: the synthesis network, conditioned on a frozen stage-1 text encoder."""
+
+    stage: Literal["synthesis"] = "synthesis"
+    text_encoder: str  # stage-1 checkpoint (tumsyn .safetensors)
+    patch_size: PositiveInt = 32
+    queries: PositiveInt = 8000
+    scale_range: tuple[float, float] = (1.0, 3.0)
+    anisotropic: float = 0.5  # probability of independent per-axis scales
+    validation_patches: PositiveInt = 16
+
+
+def _resolve(value: str, folder: Path) -> str:
+    path = Path(value)
+    return str(path if path.is_absolute() else folder / path)
+
+
+def load_train_config(
+    path: str | os.PathLike, stage: str
+) -> ContrastiveTrainConfig | SynthesisTrainConfig:
+    """Read and validate a training YAML file for ``stage`` (``text`` or ``synthesis``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such training configuration")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of training settings")
+    folder = path.parent
+    if isinstance(content.get("data"), dict):
+        for key in ("source", "cache"):
+            if isinstance(content["data"].get(key), str):
+                content["data"][key] = _resolve(content["data"][key], folder)
+    for key in ("out", "text_encoder"):
+        if isinstance(content.get(key), str):
+            content[key] = _resolve(content[key], folder)
+    model = content.get("model")
+    if isinstance(model, str) and model.endswith((".yaml", ".yml")):
+        content["model"] = _resolve(model, folder)
+    config_class = ContrastiveTrainConfig if stage == "text" else SynthesisTrainConfig
+    try:
+        return config_class(**content)
+    except ValidationError as error:
+        detail = error.errors()[0]
+        where = ".".join(str(part) for part in detail["loc"])
+        raise ConfigError(f"{path}: {where}: {detail['msg']}") from None

@@ -1,0 +1,206 @@
+"""The training loop both stages share: steps, validation, checkpoints, exact resume, logs.
+
+A stage supplies its model, data set, batch order, loss and validation (:class:`Stage`); the loop
+does the rest the same way for both. Position in training is (step, epoch, batch in epoch); with
+the batch order and every sample a function of (seed, epoch, index), a run resumed from a
+checkpoint continues exactly as the uninterrupted run would have (on the CPU, bit for bit).
+
+Files in the run folder (rank 0 writes; every write is atomic):
+
+- ``model.safetensors``: the weights and spec (``tumsyn.models.load_checkpoint`` rebuilds it), with
+  the step and the latest metrics;
+- ``state.pt``: optimiser, schedule, position and random states, for ``--resume`` (read with
+  ``torch.load(weights_only=True)``);
+- ``metrics.csv``: one row per step (loss, learning rate, samples/s; validation columns every
+  ``validate_every`` steps), and TensorBoard events when ``tensorboard`` is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tumsyn.errors import ConfigError
+from tumsyn.io import atomic_output
+from tumsyn.models.checkpoint import save_checkpoint
+from tumsyn.train.config import ContrastiveTrainConfig, SynthesisTrainConfig
+from tumsyn.train.distributed import World
+from tumsyn.train.optim import make_optimizer, make_scheduler
+from tumsyn.train.sampling import ResumableBatches
+
+__all__ = ["Stage", "train"]
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.csv"
+
+
+@dataclass
+class Stage:
+    """What one training stage brings to the loop."""
+
+    model: nn.Module  # trained and checkpointed
+    dataset: Dataset  # with set_epoch(epoch) if its samples depend on the epoch
+    batches: Any  # epoch-aware global batch sampler (set_epoch, __iter__, __len__)
+    loss: Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
+    validate: Callable[[nn.Module], dict[str, float]]
+    samples_per_batch: int
+    after_step: Callable[[nn.Module], None] = lambda model: None
+    extra: dict[str, Any] = field(default_factory=dict)  # stored with the checkpoint
+
+
+def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+class _MetricsLog:
+    """metrics.csv (rows up to the resumed step kept) and, if installed, TensorBoard."""
+
+    def __init__(self, folder: Path, resumed_step: int) -> None:
+        self.path = folder / METRICS_FILE
+        self.rows: list[dict[str, Any]] = []
+        if resumed_step and self.path.is_file():
+            with self.path.open(newline="") as handle:
+                self.rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resumed_step]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(folder / "tensorboard"))
+        except ImportError:
+            self.board = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, float):
+                    self.board.add_scalar(key, value, row["step"])
+
+    def flush(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [key for key in row if key not in columns]
+        with atomic_output(self.path) as temporary, temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        if self.board is not None:
+            self.board.flush()
+
+
+def _save(folder, model, optimizer, scheduler, position, metrics, extra) -> None:
+    step, epoch, batch = position
+    save_checkpoint(folder / MODEL_FILE, model, extra={**extra, "step": step, "metrics": metrics})
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "position": torch.tensor([step, epoch, batch]),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_output(folder / STATE_FILE) as temporary:
+        torch.save(state, temporary)
+
+
+def _load(folder: Path, model, optimizer, scheduler) -> tuple[int, int, int]:
+    from safetensors.torch import load_file
+
+    if not (folder / STATE_FILE).is_file() or not (folder / MODEL_FILE).is_file():
+        raise ConfigError(f"{folder}: nothing to resume (no {STATE_FILE} and {MODEL_FILE})")
+    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    step, epoch, batch = (int(v) for v in state["position"])
+    return step, epoch, batch
+
+
+def train(
+    config: ContrastiveTrainConfig | SynthesisTrainConfig,
+    stage: Stage,
+    world: World,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run (or resume) training to ``config.steps``; returns the run folder."""
+    from tqdm import tqdm
+
+    folder = Path(config.out)
+    if world.is_main:
+        if not resume and (folder / STATE_FILE).exists():
+            raise ConfigError(f"{folder}: a run is already there; pass --resume or change 'out'")
+        folder.mkdir(parents=True, exist_ok=True)
+    model = stage.model.to(world.device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config.optimizer, trainable)
+    scheduler = make_scheduler(config.schedule, optimizer, config.steps)
+    step, epoch, position = _load(folder, model, optimizer, scheduler) if resume else (0, 0, 0)
+    network = model
+    if world.size > 1:
+        device_ids = [world.device.index] if world.device.type == "cuda" else None
+        network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    autocast = world.device.type == "cuda" and config.amp
+    log = _MetricsLog(folder, step) if world.is_main else None
+    sampler = ResumableBatches(stage.batches, rank=world.rank, world=world.size)
+    workers = config.data.workers
+    bar = tqdm(
+        total=config.steps, initial=step, unit="step", disable=not (progress and world.is_main)
+    )
+    metrics: dict[str, float] = {}
+    while step < config.steps:
+        sampler.set_position(epoch, position)
+        if hasattr(stage.dataset, "set_epoch"):
+            stage.dataset.set_epoch(epoch)
+        loader = DataLoader(stage.dataset, batch_sampler=sampler, num_workers=workers)
+        started = time.perf_counter()
+        for batch in loader:
+            network.train()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss = stage.loss(network, _to(batch, world.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            stage.after_step(model)
+            step, position = step + 1, position + 1
+            elapsed, started = time.perf_counter() - started, time.perf_counter()
+            row: dict[str, Any] = {
+                "step": step,
+                "epoch": epoch,
+                "loss": float(loss.detach()),
+                "lr": float(scheduler.get_last_lr()[0]),
+                "samples_per_s": stage.samples_per_batch * world.size / max(elapsed, 1e-9),
+            }
+            if world.is_main and (step % config.validate_every == 0 or step == config.steps):
+                model.eval()
+                with torch.no_grad():
+                    metrics = stage.validate(model)
+                row.update(metrics)
+            if log is not None:
+                log.add(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                            rate=f"{row['samples_per_s']:.1f}/s")  # fmt: skip
+            bar.update()
+            if world.is_main and (step % config.checkpoint_every == 0 or step == config.steps):
+                _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics,
+                      stage.extra)  # fmt: skip
+                log.flush()
+            if step >= config.steps:
+                break
+        else:
+            epoch, position = epoch + 1, 0
+    bar.close()
+    return folder
