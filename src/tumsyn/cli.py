@@ -235,7 +235,10 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, stage: str) -> int:
     from tumsyn.train import run
 
-    folder = run(args.config, stage, resume=args.resume, progress=not args.quiet)
+    result = run(
+        args.config, stage, resume=args.resume, progress=not args.quiet, stop_at=args.stop_at
+    )
+    folder = result.folder
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained: {folder / 'model.safetensors'} (metrics: {folder / 'metrics.csv'})")
     return 0
@@ -409,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--resume", action="store_true", help="continue the run in the config's 'out' folder"
         )
         command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.add_argument(
+            "--stop-at",
+            type=int,
+            metavar="STEP",
+            help="stop after this step with a checkpoint (continue later with --resume)",
+        )
 
     add(
         "version",

@@ -5,8 +5,15 @@ from tumsyn.train.config import ContrastiveTrainConfig, SynthesisTrainConfig, lo
 __all__ = ["ContrastiveTrainConfig", "SynthesisTrainConfig", "load_train_config", "run"]
 
 
-def run(config_path, stage: str, *, resume: bool = False, progress: bool = True):
-    """Train ``stage`` (``text`` or ``synthesis``) from a YAML file; returns the run folder."""
+def run(
+    config_path,
+    stage: str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
+):
+    """Train ``stage`` (``text`` or ``synthesis``) from a YAML file; returns a ``TrainResult``."""
     from tumsyn.train import distributed
 
     config = load_train_config(config_path, stage)
@@ -15,9 +22,11 @@ def run(config_path, stage: str, *, resume: bool = False, progress: bool = True)
         if stage == "text":
             from tumsyn.train.contrastive import train_contrastive
 
-            return train_contrastive(config, world, resume=resume, progress=progress)
+            return train_contrastive(
+                config, world, resume=resume, progress=progress, stop_at=stop_at
+            )
         from tumsyn.train.synthesis import train_synthesis
 
-        return train_synthesis(config, world, resume=resume, progress=progress)
+        return train_synthesis(config, world, resume=resume, progress=progress, stop_at=stop_at)
     finally:
         distributed.stop()

@@ -12,6 +12,7 @@ against chance 1 / batch size) and the validation loss.
 from __future__ import annotations
 
 import torch
+
 from tumsyn.data import (
     DistinctPromptBatchSampler,
     VolumeCache,
@@ -19,7 +20,6 @@ from tumsyn.data import (
     load_index,
     split_subjects,
 )
-
 from tumsyn.errors import ConfigError
 from tumsyn.models import BMLIP, build, contrastive_loss
 from tumsyn.text import tokenize
@@ -31,7 +31,12 @@ __all__ = ["train_contrastive"]
 
 
 def train_contrastive(
-    config: ContrastiveTrainConfig, world: World, *, resume: bool = False, progress: bool = True
+    config: ContrastiveTrainConfig,
+    world: World,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
 ):
     records = load_index(config.data.source)
     train_records, validation_records = split_subjects(
@@ -105,4 +110,4 @@ def train_contrastive(
         after_step=lambda m: m.clamp_logit_scale_(),
         extra={"stage": "text", "prompts": prompts},
     )
-    return train(config, stage, world, resume=resume, progress=progress)
+    return train(config, stage, world, resume=resume, progress=progress, stop_at=stop_at)

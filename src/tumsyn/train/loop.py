@@ -36,7 +36,7 @@ from tumsyn.train.distributed import World
 from tumsyn.train.optim import make_optimizer, make_scheduler
 from tumsyn.train.sampling import ResumableBatches
 
-__all__ = ["Stage", "train"]
+__all__ = ["Stage", "TrainResult", "train"]
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -55,6 +55,13 @@ class Stage:
     samples_per_batch: int
     after_step: Callable[[nn.Module], None] = lambda model: None
     extra: dict[str, Any] = field(default_factory=dict)  # stored with the checkpoint
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    folder: Path
+    model: nn.Module  # this process's copy of the trained model
+    step: int
 
 
 def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -132,8 +139,13 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
-) -> Path:
-    """Run (or resume) training to ``config.steps``; returns the run folder."""
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Run (or resume) training to ``config.steps``.
+
+    ``stop_at`` ends the run early after that step, with a checkpoint, exactly as an
+    interruption after a checkpoint would (the schedule still spans ``config.steps``).
+    """
     from tqdm import tqdm
 
     folder = Path(config.out)
@@ -158,7 +170,8 @@ def train(
         total=config.steps, initial=step, unit="step", disable=not (progress and world.is_main)
     )
     metrics: dict[str, float] = {}
-    while step < config.steps:
+    last = config.steps if stop_at is None else min(stop_at, config.steps)
+    while step < last:
         sampler.set_position(epoch, position)
         if hasattr(stage.dataset, "set_epoch"):
             stage.dataset.set_epoch(epoch)
@@ -194,13 +207,37 @@ def train(
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
                             rate=f"{row['samples_per_s']:.1f}/s")  # fmt: skip
             bar.update()
-            if world.is_main and (step % config.checkpoint_every == 0 or step == config.steps):
+            if step >= last:
+                break
+            if world.is_main and step % config.checkpoint_every == 0:
                 _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics,
                       stage.extra)  # fmt: skip
                 log.flush()
-            if step >= config.steps:
-                break
         else:
             epoch, position = epoch + 1, 0
     bar.close()
-    return folder
+    extra = {**stage.extra, "world_size": world.size}
+    if world.size > 1:
+        extra["ranks_identical"] = _ranks_identical(model)
+    if world.is_main:
+        _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics, extra)
+        log.flush()
+    return TrainResult(folder, model, step)
+
+
+def _ranks_identical(model: nn.Module) -> bool:
+    """Whether every process ends with bit-identical parameters (as DDP must guarantee).
+
+    Buffers are left out: batch-norm running statistics follow each process's own last batch
+    (DDP broadcasts rank 0's at every forward), and rank 0's are the ones saved.
+    """
+    import hashlib
+
+    import torch.distributed as dist
+
+    digest = hashlib.sha256()
+    for value in model.parameters():
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digests: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest.hexdigest())
+    return len(set(digests)) == 1

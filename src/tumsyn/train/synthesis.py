@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from tumsyn.data import (
     SynthesisPatches,
     VolumeCache,
@@ -23,7 +24,6 @@ from tumsyn.data import (
     paired_records,
     split_subjects,
 )
-
 from tumsyn.errors import ConfigError
 from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
 from tumsyn.text import tokenize
@@ -78,7 +78,12 @@ def copy_source(batch) -> torch.Tensor:
 
 
 def train_synthesis(
-    config: SynthesisTrainConfig, world: World, *, resume: bool = False, progress: bool = True
+    config: SynthesisTrainConfig,
+    world: World,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
 ):
     """Build everything stage 2 needs from ``config`` and run the loop."""
     records = load_index(config.data.source)
@@ -157,4 +162,4 @@ def train_synthesis(
         samples_per_batch=config.batch_size,
         extra={"stage": "synthesis", "text_encoder": str(config.text_encoder), "prompts": prompts},
     )
-    return train(config, stage, world, resume=resume, progress=progress)
+    return train(config, stage, world, resume=resume, progress=progress, stop_at=stop_at)
