@@ -18,7 +18,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import best_of, report
-
 from tumsyn.models import build, contrastive_loss
 from tumsyn.text import tokenize
 
