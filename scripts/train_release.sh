@@ -8,7 +8,8 @@
 #    co-registered;
 # 2. stage 1: bmlip-tiny, contrastive text-image pre-training (configs/bmlip-tiny.yaml);
 # 3. stage 2: tumsyn-tiny on the frozen stage-1 text encoder (configs/synth-tiny.yaml);
-# 4. plot the training curves (docs/figures/training_curves.png).
+# 4. plot the training curves (docs/figures/training_curves.png);
+# 5. bundle text tower + network into the shipped checkpoint (float16, with training coverage).
 # Outputs: runs/bmlip-tiny/ and runs/synth-tiny/ (model.safetensors, metrics.csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,5 @@ fi
 "$tumsyn" train configs/synth-tiny.yaml
 .venv/bin/python scripts/plot_training.py runs/bmlip-tiny/metrics.csv runs/synth-tiny/metrics.csv \
     docs/figures/training_curves.png
+.venv/bin/python scripts/package_release.py runs/bmlip-tiny/model.safetensors \
+    runs/synth-tiny/model.safetensors src/tumsyn/checkpoints/tumsyn-tiny.safetensors

@@ -210,6 +210,80 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synthesis_target(args: argparse.Namespace):
+    """The target metadata: a prompt and/or flags, defaults from the modality's packaged protocol,
+    age and sex from the input's BIDS participants.tsv, voxel size from the input."""
+    import dataclasses
+
+    import nibabel as nib
+
+    from tumsyn.errors import ImageError
+    from tumsyn.io import voxel_sizes
+    from tumsyn.metadata import (
+        ImagingMetadata,
+        canonical_modality,
+        default_protocol,
+        find_participant,
+        parse_prompt,
+        prompt_voxel_size,
+    )
+    from tumsyn.metadata.bids import participant_fields
+
+    target = parse_prompt(args.prompt) if args.prompt else ImagingMetadata()
+    flags = _metadata_flags(args)
+    modality = flags["modality"] or target.modality
+    if modality is None:
+        raise TumsynError("say which contrast to make: --modality (e.g. FLAIR) or --prompt")
+    if not args.prompt:
+        defaults = default_protocol(canonical_modality(modality)).metadata
+        target = dataclasses.replace(defaults, voxel_size=None)
+        participant = find_participant(args.input) if args.input.is_file() else None
+        if participant:
+            target = target.replace(**participant_fields(participant))
+    target = target.replace(**flags)
+    if target.voxel_size is None:
+        try:
+            sizes = voxel_sizes(nib.load(args.input).affine)
+        except (FileNotFoundError, nib.filebasedimages.ImageFileError, OSError):
+            raise ImageError(f"{args.input}: cannot read the image header") from None
+        target = target.replace(voxel_size=prompt_voxel_size(sizes))
+    return target
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tumsyn.infer.run import synthesize_file
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    target = _synthesis_target(args)
+    print(f"prompt: {_checked_prompt(target)}")
+
+    def bar(batches):
+        return tqdm(batches, unit="batch", desc="synthesize", disable=args.quiet)
+
+    result = synthesize_file(
+        args.input,
+        args.output,
+        target,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        patch_size=args.patch_size,
+        overlap=args.overlap,
+        batch=args.batch,
+        nan_to_zero=args.nan_to_zero,
+        progress=bar,
+    )
+    for warning in result.warnings:
+        print(f"tumsyn synthesize: warning: {warning}: the output is an extrapolation",
+              file=sys.stderr)  # fmt: skip
+    print(f"wrote {result.output} and {result.sidecar.name}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from tumsyn.models.summary import summarise_configs
 
@@ -373,6 +447,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--montage", type=Path, metavar="PNG", help="also write a montage of the first subject"
     )
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    synthesize = add(
+        "synthesize",
+        cmd_synthesize,
+        "Synthesize a contrast from a 3D brain image and a target prompt.",
+        "tumsyn synthesize sub-01_T1w.nii.gz -o sub-01_FLAIR.nii.gz --modality FLAIR",
+        "tumsyn synthesize t1.nii.gz -o t2.nii.gz --modality T2w --voxel-size 1 1 1 --field 3",
+        'tumsyn synthesize t1.nii.gz -o pd.nii.gz --prompt "Age: 70; Gender: F; ..."',
+    )
+    synthesize.add_argument("input", type=Path, help="source image (3D NIfTI)")
+    synthesize.add_argument("-o", "--output", type=Path, required=True, help="output .nii.gz")
+    synthesize.add_argument("--prompt", metavar="TEXT", help="the full target prompt")
+    synthesize.add_argument(
+        "--checkpoint", metavar="FILE", help="pipeline checkpoint (default: the bundled model)"
+    )
+    synthesize.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    synthesize.add_argument("--patch-size", type=int, default=32, metavar="N")
+    synthesize.add_argument("--overlap", type=int, default=8, metavar="N")
+    synthesize.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
+    synthesize.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    synthesize.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
+    synthesize.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_metadata_flags(synthesize)
 
     models = add(
         "models",

@@ -24,6 +24,7 @@ __all__ = [
     "find_participant",
     "metadata_from_sidecar",
     "modality_from_bids_name",
+    "participant_fields",
     "read_participants",
     "sidecar_from_metadata",
     "sidecar_path",
@@ -203,14 +204,15 @@ def metadata_from_sidecar(
         **times,
     }
     if participant is not None:
-        fields.update(_participant_fields(participant))
+        fields.update(participant_fields(participant))
     try:
         return ImagingMetadata(**fields)
     except MetadataError as error:
         raise MetadataError(f"{source}: {error}") from None
 
 
-def _participant_fields(row: Mapping[str, str]) -> dict[str, Any]:
+def participant_fields(row: Mapping[str, str]) -> dict[str, Any]:
+    """Age and sex of a ``participants.tsv`` row as ImagingMetadata fields (n/a: left out)."""
     age = (row.get("age") or "").strip()
     sex = (row.get("sex") or "").strip()
     fields: dict[str, Any] = {}

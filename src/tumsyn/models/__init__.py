@@ -5,10 +5,11 @@ Example:
     >>> model = build("tumsyn-tiny")  # or "official-synth", "tumsyn-base", a YAML path, a spec
 """
 
-from tumsyn.models import bmlip, synth  # noqa: F401  (register the "bmlip" and "synth" families)
+from tumsyn.models import bmlip, pipeline, synth  # noqa: F401  (register the model families)
 from tumsyn.models.bmlip import BMLIP, BMLIPConfig, contrastive_loss
 from tumsyn.models.checkpoint import load_checkpoint, save_checkpoint
 from tumsyn.models.official import convert_official, load_official
+from tumsyn.models.pipeline import SynthesisPipeline, make_pipeline
 from tumsyn.models.registry import build, list_configs, load_config
 from tumsyn.models.synth import SynthConfig, SynthesisNetwork
 from tumsyn.models.text_encoder import TextEncoder
@@ -18,6 +19,7 @@ __all__ = [
     "BMLIPConfig",
     "SynthConfig",
     "SynthesisNetwork",
+    "SynthesisPipeline",
     "TextEncoder",
     "build",
     "contrastive_loss",
@@ -26,5 +28,6 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "load_official",
+    "make_pipeline",
     "save_checkpoint",
 ]

@@ -28,9 +28,17 @@ _EXTRA_KEY = "tumsyn_extra"
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: torch.nn.Module, *, extra: dict[str, Any] | None = None
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write ``model``'s weights and spec (and JSON-able ``extra`` facts) atomically."""
+    """Write ``model``'s weights and spec (and JSON-able ``extra`` facts) atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type, to halve a
+    shipped file; :func:`load_checkpoint` turns them back into float32.
+    """
     from safetensors.torch import save_file
 
     from tumsyn import __version__
@@ -39,6 +47,8 @@ def save_checkpoint(
     if spec is None:
         raise ConfigError("the model has no spec: build it with tumsyn.models.build")
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     metadata = {
         _SPEC_KEY: json.dumps(spec),
         _EXTRA_KEY: json.dumps(extra or {}),
@@ -88,6 +98,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     # differ in the last bit from those of the model that was saved.
     with safe_open(str(path), framework="pt", device=str(device)) as handle:
         state = {key: handle.get_tensor(key).clone() for key in handle.keys()}  # noqa: SIM118
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     ensure_materialised(model)
     model.spec = spec
