@@ -32,8 +32,18 @@ $(BIDS_VALIDATOR):
 		&& mv package node_modules/bids-validator && rm bids-validator-$(BIDS_VALIDATOR_VERSION).tgz
 	@$(BIDS_VALIDATOR) --version
 
+# The main job on the bundled example: FLAIR, T2w and PD from its T1w, and a montage.
+DEMO_OUT := demo
 demo: setup
 	$(VENV)/bin/tumsyn info $(EXAMPLE)
+	@mkdir -p $(DEMO_OUT)
+	@for contrast in FLAIR T2w PD; do \
+		$(VENV)/bin/tumsyn synthesize $(EXAMPLE) -o $(DEMO_OUT)/sub-icbm152_$$contrast.nii.gz \
+			--modality $$contrast --quiet || exit 1; \
+	done
+	$(VENV)/bin/tumsyn montage $(DEMO_OUT)/montage.png $(EXAMPLE) \
+		$(DEMO_OUT)/sub-icbm152_FLAIR.nii.gz $(DEMO_OUT)/sub-icbm152_T2w.nii.gz \
+		$(DEMO_OUT)/sub-icbm152_PD.nii.gz --title "bundled T1w -> synthesized (tumsyn-tiny)"
 
 # pytest exits with 5 when it collected no test at all; that is a failure for us, said plainly.
 test: setup bids-validator
@@ -55,4 +65,4 @@ format: setup
 	$(PY) -m ruff check --fix src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -284,6 +284,20 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_montage(args: argparse.Namespace) -> int:
+    from tumsyn.figures import save_montage
+    from tumsyn.io import load_nifti
+    from tumsyn.metadata import modality_from_bids_name
+
+    images = []
+    for path in args.images:
+        volume = load_nifti(path)
+        label = modality_from_bids_name(path.name) or path.name.split(".")[0]
+        images.append((label, volume.data, volume.affine))
+    print(f"wrote {save_montage(args.out, images, title=args.title)}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from tumsyn.models.summary import summarise_configs
 
@@ -470,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
     synthesize.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_metadata_flags(synthesize)
+
+    montage = add(
+        "montage",
+        cmd_montage,
+        "Write a PNG of images side by side (axial, coronal, sagittal; world orientation).",
+        "tumsyn montage compare.png sub-01_T1w.nii.gz sub-01_FLAIR.nii.gz",
+    )
+    montage.add_argument("out", type=Path, help="output .png")
+    montage.add_argument("images", type=Path, nargs="+", help="3D NIfTI images")
+    montage.add_argument("--title", help="figure title")
 
     models = add(
         "models",

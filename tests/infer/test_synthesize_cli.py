@@ -1,0 +1,96 @@
+"""``tumsyn synthesize`` end to end with a small random pipeline, and the coverage warnings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tumsyn.cli import main
+from tumsyn.examples import example_t1w
+from tumsyn.infer.coverage import coverage_from_prompts, coverage_warnings
+from tumsyn.io import load_nifti
+from tumsyn.metadata import ImagingMetadata, format_prompt, load_protocols
+from tumsyn.models import build, make_pipeline, save_checkpoint
+
+TEXT = {"name": "text", "args": {"width": 16, "layers": 1, "heads": 2, "embed_dim": 16}}
+SYNTH = {
+    "name": "synth",
+    "args": {
+        "encoder": {"features": 4, "blocks": 1, "out_channels": 8},
+        "fusion": {"kind": "voxel", "heads": 2, "mlp_ratio": 2.0},
+        "decoder": {"kind": "liif", "hidden": [16]},
+        "text_dim": 16,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    pipeline = make_pipeline(build(TEXT), build(SYNTH))
+    prompts = [format_prompt(p.metadata) for p in load_protocols("default")]
+    path = tmp_path_factory.mktemp("model") / "pipeline.safetensors"
+    extra = {"name": "random-test", "coverage": coverage_from_prompts(prompts)}
+    return save_checkpoint(path, pipeline, extra=extra, dtype=torch.float16)
+
+
+def test_synthesize_writes_image_and_sidecar(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "flair.nii.gz"
+    code = main([
+        "synthesize", str(example_t1w()), "-o", str(out), "--modality", "FLAIR",
+        "--checkpoint", str(checkpoint), "--voxel-size", "3", "3", "3", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "Modality: FLAIR" in printed.out and "TI(ms)" in printed.out
+    assert "voxel size (3.0, 3.0, 3.0) mm is outside" in printed.err  # trained at 1 mm
+    source, result = load_nifti(example_t1w()), load_nifti(out)
+    assert result.voxel_size == pytest.approx((3.0, 3.0, 3.0))
+    centre = lambda v: v.affine[:3, :3] @ (np.asarray(v.data.shape) - 1) / 2 + v.affine[:3, 3]  # noqa: E731
+    assert np.allclose(centre(result), centre(source), atol=1.0)
+    sidecar = json.loads(out.with_name("flair.json").read_text())
+    assert sidecar["InversionTime"] == 1.8 and sidecar["SynthesisModel"] == "random-test"
+    assert sidecar["SynthesisPrompt"].startswith("Age: None; Gender: None; Scanner: 3.0 Siemens")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--modality", "T9w"], "unknown modality"),
+        ([], "say which contrast"),
+        (["--modality", "FLAIR", "--tr", "100", "--te", "200"], "TE"),
+    ],
+)
+def test_bad_requests_exit_2_and_write_nothing(checkpoint, tmp_path, capsys, arguments, message):
+    out = tmp_path / "out.nii.gz"
+    code = main(["synthesize", str(example_t1w()), "-o", str(out), "--checkpoint", str(checkpoint),
+                 *arguments])  # fmt: skip
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint_and_input(tmp_path, capsys) -> None:
+    out = tmp_path / "out.nii.gz"
+    assert main(["synthesize", str(example_t1w()), "-o", str(out), "--modality", "PD",
+                 "--checkpoint", str(tmp_path / "none.safetensors")]) == 2  # fmt: skip
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert (
+        main(["synthesize", str(tmp_path / "no.nii.gz"), "-o", str(out), "--modality", "PD"]) == 2
+    )
+    assert not out.exists()
+
+
+def test_coverage_warnings() -> None:
+    trained = [format_prompt(p.metadata) for p in load_protocols("default")]
+    coverage = coverage_from_prompts(trained)
+    inside = load_protocols("default")[0].metadata
+    assert coverage_warnings(inside, coverage) == []
+    outside = ImagingMetadata(modality="T1w", field_strength=7.0, manufacturer="UIH", tr=30000,
+                              te=2.98, ti=900, flip_angle=9, voxel_size=(1, 1, 1))  # fmt: skip
+    notes = " | ".join(coverage_warnings(outside, coverage))
+    assert "field strength 7 T" in notes and "manufacturer UIH" in notes and "TR 30000" in notes
