@@ -17,13 +17,13 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tumsyn.errors import ConfigError, MetadataError
 from tumsyn.metadata.record import ImagingMetadata
+from tumsyn.yamlfiles import read_yaml
 
 __all__ = ["PACKAGED_PROTOCOLS", "Protocol", "default_protocol", "load_protocols"]
 
@@ -45,17 +45,8 @@ def _read(source: str | os.PathLike) -> tuple[Any, str]:
     if str(source) in PACKAGED_PROTOCOLS:
         text = (resources.files("tumsyn.metadata") / "protocols" / f"{source}.yaml").read_text()
         return yaml.safe_load(text), f"protocols '{source}'"
-    path = Path(source)
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: no such protocol file "
-            f"(or use a packaged one: {', '.join(PACKAGED_PROTOCOLS)})"
-        )
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")), str(path)
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first_line = str(error).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML ({first_line})") from None
+    missing = f"no such protocol file (or use a packaged one: {', '.join(PACKAGED_PROTOCOLS)})"
+    return read_yaml(source, missing=missing), str(source)
 
 
 def _protocol(entry: Any, where: str) -> Protocol:

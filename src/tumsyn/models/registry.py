@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tumsyn.errors import ConfigError
+from tumsyn.yamlfiles import read_yaml
 
 __all__ = ["StrictConfig", "build", "list_configs", "load_config", "register"]
 
@@ -58,17 +58,8 @@ def list_configs() -> list[str]:
 def _read(source: str | os.PathLike) -> tuple[Any, str]:
     if isinstance(source, str) and source in list_configs():
         return yaml.safe_load((_configs_folder() / f"{source}.yaml").read_text()), source
-    path = Path(source)
-    if not path.is_file():
-        raise ConfigError(
-            f"{source}: no such configuration file or packaged name "
-            f"(packaged: {', '.join(list_configs())})"
-        )
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")), str(path)
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first_line = str(error).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML ({first_line})") from None
+    missing = f"no such configuration file or packaged name (packaged: {', '.join(list_configs())})"
+    return read_yaml(source, missing=missing), str(source)
 
 
 def _first_error(error: ValidationError) -> str:

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import PositiveFloat, PositiveInt, ValidationError
 
 from tumsyn.errors import ConfigError
 from tumsyn.models.registry import StrictConfig
+from tumsyn.yamlfiles import read_yaml
 
 __all__ = [
     "ContrastiveTrainConfig",
@@ -93,12 +93,7 @@ def load_train_config(
 ) -> ContrastiveTrainConfig | SynthesisTrainConfig:
     """Read and validate a training YAML file for ``stage`` (``text`` or ``synthesis``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such training configuration")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    content = read_yaml(path, missing="no such training configuration")
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: expected a mapping of training settings")
     folder = path.parent

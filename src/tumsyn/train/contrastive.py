@@ -17,15 +17,13 @@ from tumsyn.data import (
     DistinctPromptBatchSampler,
     VolumeCache,
     WholeVolumes,
-    load_index,
-    split_subjects,
 )
 from tumsyn.errors import ConfigError
 from tumsyn.models import BMLIP, build, contrastive_loss
 from tumsyn.text import tokenize
 from tumsyn.train.config import ContrastiveTrainConfig
 from tumsyn.train.distributed import World
-from tumsyn.train.loop import Stage, train
+from tumsyn.train.loop import Stage, run_records, train
 
 __all__ = ["train_contrastive"]
 
@@ -38,12 +36,9 @@ def train_contrastive(
     progress: bool = True,
     stop_at: int | None = None,
 ):
-    records = load_index(config.data.source)
-    train_records, validation_records = split_subjects(
-        records, config.data.validation_fraction, config.seed
-    )
-    prompts = sorted({record.prompt for record in records})
-    prompt_ids = {prompt: number for number, prompt in enumerate(prompts)}
+    records = run_records(config)
+    train_records, validation_records = records.train, records.validation
+    prompts, prompt_ids = records.prompts, records.prompt_ids
     ids = tokenize(prompts).to(world.device)
     torch.manual_seed(config.seed)
     model = build(config.model)

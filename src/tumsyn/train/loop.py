@@ -36,7 +36,7 @@ from tumsyn.train.distributed import World
 from tumsyn.train.optim import make_optimizer, make_scheduler
 from tumsyn.train.sampling import ResumableBatches
 
-__all__ = ["Stage", "TrainResult", "train"]
+__all__ = ["RunRecords", "Stage", "TrainResult", "run_records", "train"]
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -55,6 +55,28 @@ class Stage:
     samples_per_batch: int
     after_step: Callable[[nn.Module], None] = lambda model: None
     extra: dict[str, Any] = field(default_factory=dict)  # stored with the checkpoint
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """The images of a run: split by subject, and the distinct prompts with their indices."""
+
+    train: list
+    validation: list
+    prompts: list[str]
+    prompt_ids: dict[str, int]
+
+
+def run_records(config: ContrastiveTrainConfig | SynthesisTrainConfig) -> RunRecords:
+    """Index the configured data and hold out the validation subjects (same for both stages)."""
+    from tumsyn.data import load_index, split_subjects
+
+    records = load_index(config.data.source)
+    train_records, validation = split_subjects(
+        records, config.data.validation_fraction, config.seed
+    )
+    prompts = sorted({record.prompt for record in records})
+    return RunRecords(train_records, validation, prompts, {p: n for n, p in enumerate(prompts)})
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,14 @@ import torch.nn.functional as F
 from tumsyn.data import (
     SynthesisPatches,
     VolumeCache,
-    load_index,
     paired_records,
-    split_subjects,
 )
 from tumsyn.errors import ConfigError
 from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
 from tumsyn.text import tokenize
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.distributed import World
-from tumsyn.train.loop import Stage, train
+from tumsyn.train.loop import Stage, run_records, train
 from tumsyn.train.sampling import EpochShuffle
 
 __all__ = ["PromptFeatures", "train_synthesis"]
@@ -86,18 +84,15 @@ def train_synthesis(
     stop_at: int | None = None,
 ):
     """Build everything stage 2 needs from ``config`` and run the loop."""
-    records = load_index(config.data.source)
-    train_records, validation_records = split_subjects(
-        records, config.data.validation_fraction, config.seed
-    )
+    records = run_records(config)
+    train_records, validation_records = records.train, records.validation
     train_pairs, validation_pairs = (
         paired_records(train_records),
         paired_records(validation_records),
     )
     if not train_pairs:
         raise ConfigError(f"{config.data.source}: no subject has two images to pair")
-    prompts = sorted({record.prompt for record in records})
-    prompt_ids = {prompt: number for number, prompt in enumerate(prompts)}
+    prompts, prompt_ids = records.prompts, records.prompt_ids
     torch.manual_seed(config.seed)
     model = build(config.model)
     if not isinstance(model, SynthesisNetwork):
