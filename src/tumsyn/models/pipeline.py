@@ -15,6 +15,7 @@ import torch
 from pydantic import PositiveInt, model_validator
 from torch import nn
 
+from tumsyn.models.bmlip import TextConfig
 from tumsyn.models.registry import StrictConfig, build, load_config, register
 from tumsyn.models.synth import SynthesisNetwork
 from tumsyn.models.text_encoder import TextEncoder, check_text_encoder_args
@@ -23,14 +24,9 @@ from tumsyn.text import tokenize
 __all__ = ["PipelineConfig", "SynthesisPipeline", "TextTowerConfig", "make_pipeline"]
 
 
-class TextTowerConfig(StrictConfig):
+class TextTowerConfig(TextConfig):
     """A standalone text tower (``text`` family): the stage-1 text encoder on its own."""
 
-    context_length: PositiveInt = 90
-    vocab_size: PositiveInt = 49408
-    width: PositiveInt = 512
-    layers: PositiveInt = 8
-    heads: PositiveInt = 8
     embed_dim: PositiveInt = 768
 
     @model_validator(mode="after")
