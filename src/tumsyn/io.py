@@ -154,10 +154,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     suffix = "".join(path.suffixes[-2:]) if _is_nifti_name(path) else path.suffix
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
-    # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-    os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         yield Path(temporary)
+        # mkstemp makes the file private (0600), and some writers replace the file they are given;
+        # either way, give the result the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,9 @@ def test_safetensors_round_trip_rebuilds_the_model(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build("tumsyn-tiny")
     path = save_checkpoint(tmp_path / "tiny.safetensors", model, extra={"step": 3})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     meta = read_checkpoint_metadata(path)
     assert meta["spec"] == model.spec and meta["extra"] == {"step": 3}
     loaded = load_checkpoint(path)
