@@ -28,7 +28,7 @@ from torch import nn
 
 from tumsyn.models.layers import MLP
 
-__all__ = ["LocalImplicitDecoder", "OfficialDecoder", "cell_centres"]
+__all__ = ["LocalImplicitDecoder", "OfficialDecoder", "cell_centres", "sample_grid"]
 
 
 def cell_centres(shape: Sequence[int], *, flatten: bool = True) -> torch.Tensor:
@@ -38,10 +38,12 @@ def cell_centres(shape: Sequence[int], *, flatten: bool = True) -> torch.Tensor:
     return grid.reshape(-1, len(shape)) if flatten else grid
 
 
-def _sample(feat: torch.Tensor, coord: torch.Tensor, mode: str) -> torch.Tensor:
+def sample_grid(
+    feat: torch.Tensor, coord: torch.Tensor, mode: str = "bilinear", padding: str = "zeros"
+) -> torch.Tensor:
     """``feat`` (B, C, D, H, W) at ``coord`` (B, Q, 3) in (z, y, x) order -> (B, Q, C)."""
     grid = coord.flip(-1)[:, :, None, None, :]  # grid_sample wants (x, y, z)
-    sampled = F.grid_sample(feat, grid, mode=mode, padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(feat, grid, mode=mode, padding_mode=padding, align_corners=False)
     return sampled[:, :, :, 0, 0].transpose(1, 2)
 
 
@@ -78,10 +80,7 @@ class OfficialDecoder(nn.Module):
         self.layers = MLP(in_channels + 3, out_channels, hidden).layers
 
     def _decode(self, coord: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        grid = coord.flip(-1)[:, :, None, None, :]
-        sampled = F.grid_sample(feat, grid, mode="bilinear", align_corners=False)
-        vectors = sampled[:, :, :, 0, 0].transpose(1, 2)
-        return self.layers(torch.cat([vectors, coord], dim=-1))
+        return self.layers(torch.cat([sample_grid(feat, coord), coord], dim=-1))
 
     def forward(
         self,
@@ -127,8 +126,8 @@ class LocalImplicitDecoder(nn.Module):
             shift = torch.tensor(corner, dtype=coord.dtype, device=coord.device) * radius
             # The nearest voxel in the direction of this corner (a tiny offset breaks ties).
             shifted = (coord + shift + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
-            vector = _sample(feat, shifted, "nearest")
-            centre = _sample(centres, shifted, "nearest")
+            vector = sample_grid(feat, shifted, "nearest", "border")
+            centre = sample_grid(centres, shifted, "nearest", "border")
             relative = (coord - centre) * size
             inputs = torch.cat([vector, relative, cell * size], dim=-1)
             predictions.append(self.layers(inputs))

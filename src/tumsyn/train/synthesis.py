@@ -15,7 +15,6 @@ baseline (the low-resolution source interpolated at the query points) on the [0,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from tumsyn.data import (
     SynthesisPatches,
@@ -24,6 +23,7 @@ from tumsyn.data import (
 )
 from tumsyn.errors import ConfigError
 from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
+from tumsyn.models.liif import sample_grid
 from tumsyn.text import tokenize
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.distributed import World
@@ -70,9 +70,7 @@ def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def copy_source(batch) -> torch.Tensor:
     """The baseline: the low-resolution source, trilinearly interpolated at the query points."""
-    grid = batch["coord"].flip(-1)[:, :, None, None, :]
-    sampled = F.grid_sample(batch["source"], grid, mode="bilinear", align_corners=False)
-    return sampled[:, :, :, 0, 0].transpose(1, 2)
+    return sample_grid(batch["source"], batch["coord"])
 
 
 def train_synthesis(
