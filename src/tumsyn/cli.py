@@ -33,9 +33,15 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + textwrap.indent("\n".join(lines), "  ")
 
 
-def _add_metadata_flags(parser: argparse.ArgumentParser) -> None:
+def _add_metadata_flags(
+    parser: argparse.ArgumentParser, modality_flags: Sequence[str] = ("--modality",)
+) -> None:
     group = parser.add_argument_group("imaging metadata (override values from the sources above)")
-    group.add_argument("--modality", help="T1w, T2w, FLAIR, SWI, T2star, PD or T1CE (or an alias)")
+    group.add_argument(
+        *modality_flags,
+        dest="modality",
+        help="T1w, T2w, FLAIR, SWI, T2star, PD or T1CE (or an alias)",
+    )
     group.add_argument("--tr", type=float, metavar="MS", help="repetition time in ms")
     group.add_argument("--te", type=float, metavar="MS", help="echo time in ms")
     group.add_argument("--ti", type=float, metavar="MS", help="inversion time in ms")
@@ -210,56 +216,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synthesis_target(args: argparse.Namespace):
-    """The target metadata: a prompt and/or flags, defaults from the modality's packaged protocol,
-    age and sex from the input's BIDS participants.tsv, voxel size from the input."""
-    import dataclasses
-
-    import nibabel as nib
-
-    from tumsyn.errors import ImageError
-    from tumsyn.io import voxel_sizes
-    from tumsyn.metadata import (
-        ImagingMetadata,
-        canonical_modality,
-        default_protocol,
-        find_participant,
-        parse_prompt,
-        prompt_voxel_size,
-    )
-    from tumsyn.metadata.bids import participant_fields
-
-    target = parse_prompt(args.prompt) if args.prompt else ImagingMetadata()
-    flags = _metadata_flags(args)
-    modality = flags["modality"] or target.modality
-    if modality is None:
-        raise TumsynError("say which contrast to make: --modality (e.g. FLAIR) or --prompt")
-    if not args.prompt:
-        defaults = default_protocol(canonical_modality(modality)).metadata
-        target = dataclasses.replace(defaults, voxel_size=None)
-        participant = find_participant(args.input) if args.input.is_file() else None
-        if participant:
-            target = target.replace(**participant_fields(participant))
-    target = target.replace(**flags)
-    if target.voxel_size is None:
-        try:
-            sizes = voxel_sizes(nib.load(args.input).affine)
-        except (FileNotFoundError, nib.filebasedimages.ImageFileError, OSError):
-            raise ImageError(f"{args.input}: cannot read the image header") from None
-        target = target.replace(voxel_size=prompt_voxel_size(sizes))
-    return target
-
-
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tumsyn.infer.run import synthesize_file
+    from tumsyn.infer.target import synthesis_target
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    target = _synthesis_target(args)
+    target = synthesis_target(args.input, prompt=args.prompt, overrides=_metadata_flags(args))
     print(f"prompt: {_checked_prompt(target)}")
 
     def bar(batches):
@@ -281,6 +248,47 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         print(f"tumsyn synthesize: warning: {warning}: the output is an extrapolation",
               file=sys.stderr)  # fmt: skip
     print(f"wrote {result.output} and {result.sidecar.name}")
+    return 0
+
+
+def cmd_synthesize_bids(args: argparse.Namespace) -> int:
+    from tumsyn.infer.bids import synthesize_bids
+
+    if args.modality is None and args.prompt is None:
+        raise TumsynError("say which contrast to make: --target (e.g. FLAIR) or --prompt")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    summary = synthesize_bids(
+        args.bids_dir,
+        args.output,
+        prompt=args.prompt,
+        overrides=_metadata_flags(args),
+        source=args.source,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        patch_size=args.patch_size,
+        overlap=args.overlap,
+        batch=args.batch,
+        nan_to_zero=args.nan_to_zero,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    rank = f"rank {summary.rank}/{summary.world_size}: " if summary.world_size > 1 else ""
+    for warning, count in sorted(summary.warnings.items()):
+        print(f"tumsyn synthesize-bids: warning: {rank}{warning}: the output is an extrapolation "
+              f"({count} images)", file=sys.stderr)  # fmt: skip
+    for _, message in summary.failed:
+        print(f"tumsyn synthesize-bids: failed: {rank}{message}", file=sys.stderr)
+    written, skipped, failed = len(summary.written), len(summary.skipped), len(summary.failed)
+    images = f"{summary.jobs} image" + ("" if summary.jobs == 1 else "s")
+    hint = " (--overwrite redoes them)" if skipped else ""
+    print(f"{rank}{images}: wrote {written}, skipped {skipped} existing{hint}, failed {failed}; "
+          f"outputs in {args.output}")  # fmt: skip
+    if summary.failed:
+        names = ", ".join(str(path.name) for path, _ in summary.failed)
+        raise TumsynError(f"{rank}{failed} of {images} failed: {names}")
     return 0
 
 
@@ -338,6 +346,20 @@ def cmd_train_text(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     return _train(args, "synthesis")
+
+
+def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", metavar="TEXT", help="the full target prompt")
+    parser.add_argument(
+        "--checkpoint", metavar="FILE", help="pipeline checkpoint (default: the bundled model)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--patch-size", type=int, default=32, metavar="N")
+    parser.add_argument("--overlap", type=int, default=8, metavar="N")
+    parser.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    parser.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -472,18 +494,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthesize.add_argument("input", type=Path, help="source image (3D NIfTI)")
     synthesize.add_argument("-o", "--output", type=Path, required=True, help="output .nii.gz")
-    synthesize.add_argument("--prompt", metavar="TEXT", help="the full target prompt")
-    synthesize.add_argument(
-        "--checkpoint", metavar="FILE", help="pipeline checkpoint (default: the bundled model)"
-    )
-    synthesize.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    synthesize.add_argument("--patch-size", type=int, default=32, metavar="N")
-    synthesize.add_argument("--overlap", type=int, default=8, metavar="N")
-    synthesize.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
-    synthesize.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    synthesize.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
-    synthesize.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_synthesis_flags(synthesize)
     _add_metadata_flags(synthesize)
+
+    synthesize_bids = add(
+        "synthesize-bids",
+        cmd_synthesize_bids,
+        "Synthesize a contrast from every T1w (or --source) image of a BIDS data set into a "
+        "BIDS-derivatives folder (sub-*/[ses-*/]anat/*_desc-tumsyn_<suffix>.nii.gz + sidecars).",
+        "tumsyn synthesize-bids bids/ --target FLAIR -o bids/derivatives/tumsyn-flair",
+        "tumsyn synthesize-bids bids/ --target T2w --source T1CE --voxel-size 1 1 1 -o t2/",
+        "torchrun --nproc_per_node=2 $(which tumsyn) synthesize-bids bids/ --target PD -o pd/",
+    )
+    synthesize_bids.add_argument("bids_dir", type=Path, metavar="BIDS_DIR", help="BIDS folder")
+    synthesize_bids.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DERIVATIVES_DIR",
+        help="derivatives folder (made if missing)",
+    )  # fmt: skip
+    synthesize_bids.add_argument(
+        "--source", default="T1w", metavar="SUFFIX",
+        help="images to start from: a modality (T1w, T1CE, T2w...) or any BIDS suffix "
+        "(default: T1w, without contrast agent)",
+    )  # fmt: skip
+    synthesize_bids.add_argument(
+        "--overwrite", action="store_true", help="redo outputs that exist (default: skip them)"
+    )
+    _add_synthesis_flags(synthesize_bids)
+    _add_metadata_flags(synthesize_bids, ("--target", "--modality"))
 
     montage = add(
         "montage",

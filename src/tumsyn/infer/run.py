@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,7 +20,16 @@ from tumsyn.metadata import ImagingMetadata, format_prompt, sidecar_from_metadat
 from tumsyn.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from tumsyn.models.pipeline import SynthesisPipeline
 
-__all__ = ["BUNDLED_CHECKPOINT", "SynthesisResult", "load_pipeline", "synthesize_file"]
+__all__ = [
+    "BUNDLED_CHECKPOINT",
+    "LoadedPipeline",
+    "SynthesisResult",
+    "check_patch_settings",
+    "load_pipeline",
+    "open_pipeline",
+    "read_pipeline_metadata",
+    "synthesize_file",
+]
 
 BUNDLED_CHECKPOINT = "tumsyn-tiny"
 
@@ -30,10 +40,13 @@ def bundled_checkpoint_path() -> Path:
     )
 
 
-def load_pipeline(
-    checkpoint: str | os.PathLike | None, device: torch.device
-) -> tuple[SynthesisPipeline, dict]:
-    """A pipeline checkpoint (default: the bundled model) on ``device``, with its recorded facts."""
+def read_pipeline_metadata(checkpoint: str | os.PathLike | None) -> dict:
+    """What a pipeline checkpoint records (header only, no weights), with its ``path``.
+
+    Raises:
+        InputFileError: no such checkpoint.
+        ConfigError: the checkpoint is not a pipeline (text encoder + synthesis network).
+    """
     path = (
         bundled_checkpoint_path() if checkpoint in (None, BUNDLED_CHECKPOINT) else Path(checkpoint)
     )
@@ -43,7 +56,42 @@ def load_pipeline(
             f"{path}: a {meta['spec']['name']} checkpoint; synthesis needs a pipeline "
             "(text encoder + synthesis network), e.g. from scripts/package_release.py"
         )
-    return load_checkpoint(path, device=device), {**meta, "path": str(path)}
+    return {**meta, "path": str(path)}
+
+
+def load_pipeline(
+    checkpoint: str | os.PathLike | None, device: torch.device
+) -> tuple[SynthesisPipeline, dict]:
+    """A pipeline checkpoint (default: the bundled model) on ``device``, with its recorded facts."""
+    meta = read_pipeline_metadata(checkpoint)
+    return load_checkpoint(Path(meta["path"]), device=device), meta
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A pipeline on its device with its checkpoint's facts: load once, synthesize many files."""
+
+    pipeline: SynthesisPipeline
+    meta: dict
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        """The model's recorded name (or its file name)."""
+        return self.meta["extra"].get("name", Path(self.meta["path"]).name)
+
+
+def open_pipeline(
+    checkpoint: str | os.PathLike | None = None, *, device: str | torch.device = "auto"
+) -> LoadedPipeline:
+    """Load a pipeline checkpoint (default: the bundled model) for :func:`synthesize_file`.
+
+    Args:
+        device: ``auto`` (CUDA if torch sees it, else the CPU), ``cpu``, ``cuda``, ``cuda:1``...
+    """
+    torch_device = device if isinstance(device, torch.device) else _resolve_device(device)
+    pipeline, meta = load_pipeline(checkpoint, torch_device)
+    return LoadedPipeline(pipeline, meta, torch_device)
 
 
 @dataclass(frozen=True)
@@ -62,6 +110,20 @@ def _resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def check_patch_settings(*, patch_size: int, overlap: int, batch: int) -> None:
+    """Refuse patch settings that whole-volume synthesis cannot use (before any work is done).
+
+    Raises:
+        ConfigError: naming the flag, what it must be and what it was.
+    """
+    if patch_size < 1:
+        raise ConfigError(f"--patch-size must be at least 1, got {patch_size}")
+    if not 0 <= overlap < patch_size:
+        raise ConfigError(f"--overlap must be in [0, patch size {patch_size}), got {overlap}")
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {batch}")
+
+
 def synthesize_file(
     source: str | os.PathLike,
     output: str | os.PathLike,
@@ -74,16 +136,30 @@ def synthesize_file(
     batch: int = 4,
     nan_to_zero: bool = False,
     progress: Callable[[Iterator], Iterator] | None = None,
+    model: LoadedPipeline | None = None,
+    sidecar_fields: Mapping[str, Any] | None = None,
 ) -> SynthesisResult:
-    """Synthesize ``target`` (its voxel size included) from the image at ``source``."""
+    """Synthesize ``target`` (its voxel size included) from the image at ``source``.
+
+    The image and its JSON sidecar (same name, ``.json``) are written atomically.
+
+    Args:
+        checkpoint, device: the model to load, unless ``model`` is given.
+        model: an already loaded pipeline (:func:`open_pipeline`), for many files in a row;
+            ``checkpoint`` and ``device`` must then be left out.
+        sidecar_fields: further sidecar entries (e.g. BIDS derivatives' ``Sources``).
+    """
     output = Path(output)
     if not output.name.lower().endswith((".nii", ".nii.gz")):
         raise ImageError(f"{output}: output must end in .nii or .nii.gz")
     if target.voxel_size is None or target.modality is None:
         raise ConfigError("the target needs a modality and a voxel size")
+    check_patch_settings(patch_size=patch_size, overlap=overlap, batch=batch)
+    if model is not None and (checkpoint is not None or device != "auto"):
+        raise ValueError("give either a loaded model or a checkpoint and device, not both")
     volume = load_nifti(source, nan_to_zero=nan_to_zero)
-    torch_device = _resolve_device(device)
-    pipeline, meta = load_pipeline(checkpoint, torch_device)
+    model = model or open_pipeline(checkpoint, device=device)
+    pipeline, meta, torch_device = model.pipeline, model.meta, model.device
     prompt = format_prompt(target)
     warnings = coverage_warnings(target, meta["extra"].get("coverage", {}))
     predict = pipeline.predictor(prompt)
@@ -112,9 +188,10 @@ def synthesize_file(
         **sidecar_from_metadata(target),
         "SynthesisPrompt": prompt,
         "SynthesisSource": str(Path(source).name),
-        "SynthesisModel": meta["extra"].get("name", Path(meta["path"]).name),
+        "SynthesisModel": model.name,
         "GeneratedBy": [{"Name": "tumsyn", "Version": __version__}],
         "SynthesisWarnings": warnings,
+        **(sidecar_fields or {}),
     }
     with atomic_output(sidecar) as temporary:
         temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")

@@ -45,8 +45,12 @@ _BIDS_NAMES: dict[str, tuple[str, dict[str, str]]] = {
     "T2star": ("T2starw", {}),
     "SWI": ("T2starw", {"rec": "swi"}),
 }
-# Entity order of BIDS anat file names.
-_ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run")
+# Entity order of BIDS file names (raw anat, then the derivatives entities, desc last).
+_ENTITY_ORDER = (
+    "sub", "ses", "task", "acq", "ce", "trc", "stain", "rec", "dir", "run", "mod", "echo", "flip",
+    "inv", "mt", "part", "proc", "hemi", "space", "split", "recording", "chunk", "seg", "res",
+    "den", "label", "desc",
+)  # fmt: skip
 # Sequence names of 3D variable-flip-angle TSE (prompt flip angle "T2var"): Siemens SPACE
 # ("spc", "tse_vfl"), GE CUBE, Philips VISTA; and tumsyn's own sidecar key.
 _VARIABLE_FLIP_HINTS = ("spc", "tse_vfl", "cube", "vista")
@@ -87,17 +91,31 @@ def modality_from_bids_name(name: str) -> str | None:
 
 
 def bids_image_name(
-    subject: str, modality: str, *, session: str | None = None, acq: str | None = None
+    subject: str,
+    modality: str,
+    *,
+    session: str | None = None,
+    acq: str | None = None,
+    entities: Mapping[str, str] | None = None,
 ) -> str:
     """The BIDS file name (``.nii.gz``) of an image of a modality.
+
+    Args:
+        entities: further entities such as ``run`` or ``desc``, placed in BIDS order (unknown
+            ones just before ``desc``); the modality's own ``ce``/``rec`` win over these.
 
     Example:
         >>> bids_image_name("001", "SWI", acq="swi")
         'sub-001_acq-swi_rec-swi_T2starw.nii.gz'
+        >>> bids_image_name("001", "FLAIR", entities={"run": "2", "desc": "tumsyn"})
+        'sub-001_run-2_desc-tumsyn_FLAIR.nii.gz'
     """
     suffix, extra = _BIDS_NAMES[canonical_modality(modality)]
-    entities = {"sub": subject, "ses": session, "acq": acq, **extra}
-    parts = [f"{key}-{entities[key]}" for key in _ENTITY_ORDER if entities.get(key)]
+    given = {"sub": subject, "ses": session, "acq": acq}
+    values = {**(entities or {}), **{k: v for k, v in given.items() if v}, **extra}
+    order = [key for key in _ENTITY_ORDER if key != "desc"]
+    order += [key for key in values if key not in _ENTITY_ORDER] + ["desc"]
+    parts = [f"{key}-{values[key]}" for key in order if values.get(key)]
     return "_".join([*parts, suffix]) + ".nii.gz"
 
 

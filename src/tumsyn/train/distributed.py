@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "start", "stop"]
+__all__ = ["World", "environment_world", "start", "stop"]
 
 
 @dataclass(frozen=True)
@@ -35,21 +35,38 @@ def _device(requested: str, local_rank: int) -> torch.device:
             from tumsyn.errors import ConfigError
 
             raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device")
-        return torch.device("cuda", local_rank if requested == "cuda" else int(requested[5:]))
+        index = local_rank if requested == "cuda" else int(requested[5:])
+        if index >= torch.cuda.device_count():
+            from tumsyn.errors import ConfigError
+
+            raise ConfigError(
+                f"device cuda:{index} asked for (LOCAL_RANK {local_rank}), but torch sees "
+                f"{torch.cuda.device_count()} GPU(s): start at most one process per GPU"
+            )
+        return torch.device("cuda", index)
     return torch.device(requested)
+
+
+def environment_world(requested_device: str = "auto") -> World:
+    """This process's place from torchrun's environment (a world of one without torchrun).
+
+    Starts no process group: enough for work split into independent items (rank ``r`` of ``k``
+    takes items ``i`` with ``i % k == r``). ``cuda`` means the GPU numbered ``LOCAL_RANK``.
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return World(rank, size, _device(requested_device, local_rank))
 
 
 def start(requested_device: str = "auto") -> World:
     """This process's place in the run (and the process group, under torchrun)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _device(requested_device, local_rank)
-    if size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    return World(rank, size, device)
+    world = environment_world(requested_device)
+    if world.size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo")
+        if world.device.type == "cuda":
+            torch.cuda.set_device(world.device)
+    return world
 
 
 def stop() -> None:
