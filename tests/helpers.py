@@ -53,3 +53,49 @@ def block_anatomy(size: int = 16) -> Anatomy:
     for k in range(len(TISSUES)):
         fractions[k, edges[k] : edges[k + 1], 4 : 4 + size, 4 : 4 + size] = 1.0
     return Anatomy(parameters=base.parameters, grid=Grid(shape, np.eye(4)), fractions=fractions)
+
+
+def deterministic_weights(state: dict) -> dict:
+    """Reproducible stand-in weights for a state dict: same keys and shapes, same values anywhere.
+
+    Each tensor is drawn from its own ``torch.Generator`` seeded with ``zlib.crc32(key)``, so the
+    values depend only on the key and the shape (not on the model class, the key order or the
+    global RNG): the official code and tumsyn, filled with this, hold identical weights.
+
+    - weights of two or more dimensions: ``N(0, 1) / sqrt(fan_in)``, ``fan_in = prod(shape[1:])``;
+    - other one-dimensional ``*.weight`` (norm scales): ``1 + 0.1 N(0, 1)``;
+    - ``*.running_var``: ``1 + 0.1 |N(0, 1)|`` (positive); other 1-D tensors (biases,
+      ``running_mean``) and scalars: ``0.1 N(0, 1)``;
+    - integer buffers (``num_batches_tracked``) are copied unchanged (zeros for meta tensors).
+
+    Works on a state dict of meta tensors (only shapes and dtypes are read), so a large model can
+    be built on the meta device and filled with ``load_state_dict(..., assign=True)``.
+    """
+    import math
+    import zlib
+
+    import torch
+
+    filled = {}
+    for key in sorted(state):
+        value = state[key]
+        if not value.is_floating_point():
+            filled[key] = torch.zeros_like(value, device="cpu") if value.is_meta else value.clone()
+            continue
+        generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+        noise = torch.randn(tuple(value.shape), generator=generator, dtype=torch.float64)
+        if value.dim() >= 2:
+            drawn = noise / math.sqrt(math.prod(value.shape[1:]))
+        elif key.endswith("running_var"):
+            drawn = 1 + 0.1 * noise.abs()
+        elif value.dim() == 1 and key.endswith("weight"):
+            drawn = 1 + 0.1 * noise
+        else:
+            drawn = 0.1 * noise
+        filled[key] = drawn.to(value.dtype)
+    return filled
+
+
+def fill_deterministic_(model) -> None:
+    """Load :func:`deterministic_weights` into ``model`` (strict: every key; meta models too)."""
+    model.load_state_dict(deterministic_weights(model.state_dict()), strict=True, assign=True)

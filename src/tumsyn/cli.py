@@ -324,7 +324,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_convert_official(args: argparse.Namespace) -> int:
     from tumsyn.models.official import convert_official
 
-    print(f"wrote {convert_official(args.source, args.target)}")
+    target = convert_official(args.source, args.target, text=args.text)
+    if args.text is not None:
+        print(f"wrote {target}: use it with tumsyn synthesize --checkpoint {target}")
+    else:
+        print(f"wrote {target}")
     return 0
 
 
@@ -351,7 +355,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", metavar="TEXT", help="the full target prompt")
     parser.add_argument(
-        "--checkpoint", metavar="FILE", help="pipeline checkpoint (default: the bundled model)"
+        "--checkpoint",
+        metavar="FILE",
+        help="pipeline checkpoint (default: the bundled model); for the published official "
+        "weights run: tumsyn convert-official checkpoint.pt OUT.safetensors --text "
+        "checkpoint_CLIP.pt",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--patch-size", type=int, default=32, metavar="N")
@@ -546,12 +554,26 @@ def build_parser() -> argparse.ArgumentParser:
     convert = add(
         "convert-official",
         cmd_convert_official,
-        "Convert a published TUMSyn .pth checkpoint into a tumsyn safetensors checkpoint.",
-        "tumsyn convert-official checkpoint_CLIP.pt bmlip-official.safetensors",
-        "tumsyn convert-official epoch-300.pth synth-official.safetensors",
+        "Convert published TUMSyn .pt/.pth checkpoints into a tumsyn safetensors checkpoint.",
+        "tumsyn convert-official checkpoint.pt tumsyn-official.safetensors "
+        "--text checkpoint_CLIP.pt",
+        "tumsyn synthesize t1.nii.gz -o flair.nii.gz --modality FLAIR \\",
+        "    --checkpoint tumsyn-official.safetensors",
+        "tumsyn convert-official checkpoint_CLIP.pt bmlip-official.safetensors   # stage 1 alone",
+        "tumsyn convert-official checkpoint.pt synth-official.safetensors        # stage 2 alone",
     )
-    convert.add_argument("source", type=Path, help="official .pth/.pt file (read weights-only)")
+    convert.add_argument(
+        "source", type=Path, help="official .pt/.pth file: stage 2 (synthesis) or stage 1 (CLIP)"
+    )
     convert.add_argument("target", type=Path, help="output .safetensors file")
+    convert.add_argument(
+        "--text",
+        type=Path,
+        metavar="CLIP.pt",
+        help="the official stage-1 checkpoint (checkpoint_CLIP.pt): write one pipeline of its "
+        "text encoder (only the text weights are read) and SOURCE, the stage-2 network, for "
+        "tumsyn synthesize --checkpoint",
+    )
 
     for name, function, what, example in (
         ("train-text", cmd_train_text, "stage 1 (BMLIP text-image pre-training)", "bmlip-tiny"),

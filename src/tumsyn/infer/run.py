@@ -54,7 +54,9 @@ def read_pipeline_metadata(checkpoint: str | os.PathLike | None) -> dict:
     if meta["spec"]["name"] != "pipeline":
         raise ConfigError(
             f"{path}: a {meta['spec']['name']} checkpoint; synthesis needs a pipeline "
-            "(text encoder + synthesis network), e.g. from scripts/package_release.py"
+            "(text encoder + synthesis network): for the official weights run tumsyn "
+            "convert-official checkpoint.pt OUT.safetensors --text checkpoint_CLIP.pt; "
+            "for tumsyn's, scripts/package_release.py"
         )
     return {**meta, "path": str(path)}
 

@@ -71,6 +71,12 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as error:
+        if _saved_by_torch(path):
+            raise ConfigError(
+                f"{path}: a PyTorch .pt/.pth file, not a tumsyn checkpoint; convert the official "
+                "TUMSyn release first: tumsyn convert-official checkpoint.pt OUT.safetensors "
+                "--text checkpoint_CLIP.pt"
+            ) from None
         raise ConfigError(
             f"{path}: not a safetensors checkpoint ({error}); official .pth files: "
             "tumsyn convert-official"
@@ -82,6 +88,16 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
         "extra": json.loads(metadata.get(_EXTRA_KEY, "{}")),
         "version": metadata.get("tumsyn_version"),
     }
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """Whether a file starts as ``torch.save`` writes: a zip archive or (legacy) a pickle."""
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError:
+        return False
+    return magic == b"PK\x03\x04" or magic[:1] == b"\x80"
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
