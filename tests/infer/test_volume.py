@@ -75,6 +75,45 @@ def test_small_inputs_are_padded_and_empty_patches_skipped() -> None:
 
 def test_patch_plan_covers_every_voxel() -> None:
     plan = plan_patches((50, 16, 9), patch_size=16, overlap=4)
-    assert [list(s) for s in plan.starts] == [[0, 12, 24, 34], [0], [0]]
+    assert [list(s) for s in plan.starts] == [[0, 11, 23, 34], [0], [0]]
     with pytest.raises(ValueError, match="overlap"):
         plan_patches((10, 10, 10), 8, 8)
+    for n in range(1, 120):
+        for size, overlap in ((16, 4), (32, 8), (60, 30)):
+            starts = plan_patches((n, 1, 1), size, overlap).starts[0]
+            assert starts[0] == 0 and starts[-1] + size >= n
+            gaps = np.diff(starts)
+            assert np.all(gaps <= size - overlap)  # every pair overlaps by >= overlap
+            # The fewest patches that can: one fewer would leave a gap.
+            assert len(starts) == 1 or (len(starts) - 2) * (size - overlap) + size < n
+
+
+def test_each_voxel_is_decoded_about_once() -> None:
+    # The official scheme (50% overlap, every patch decoded whole) decodes each voxel 8 times;
+    # here only the seams' blending zones are decoded twice.
+    data = np.full((40, 40, 40), 100.0, dtype=np.float32)
+    queries = []
+
+    def counting(patches, coord, cell):
+        queries.append(coord.shape[0] * coord.shape[1])
+        return copy_source(patches, coord, cell)
+
+    volume = Volume(data, np.eye(4))
+    out = synthesize_volume(counting, volume, (1, 1, 1), patch_size=16, overlap=4, batch=1)
+    np.testing.assert_allclose(out.data, 100.0, rtol=1e-5)
+    # 3 patches per axis, two seams each 2 x blend (2) voxels wide: (40 + 2 * 4)^3 decoded.
+    assert sum(queries) == 48**3
+
+
+def test_only_the_foreground_box_is_cut_into_patches() -> None:
+    data = np.zeros((64, 64, 64), dtype=np.float32)
+    data[40:52, 8:20, 30:42] = 10.0  # a 12^3 block in a corner of a big empty grid
+    patches = []
+
+    def counting(patch, coord, cell):
+        patches.append(len(patch))
+        return copy_source(patch, coord, cell)
+
+    out = synthesize_volume(counting, Volume(data, np.eye(4)), (1, 1, 1), patch_size=16, overlap=4)
+    assert sum(patches) == 1
+    np.testing.assert_allclose(out.data, data, rtol=1e-5)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import tumsyn.models.synth  # noqa: F401  (registers the "synth" family)
 from helpers import DATA
 from tumsyn.errors import ConfigError
 from tumsyn.models.fusion import GlobalTextFusion, VoxelCrossAttentionFusion
-from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres
+from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres, sample_grid
 from tumsyn.models.registry import build, load_config
 from tumsyn.models.residual_encoder import ResidualEncoder3D
 
@@ -74,6 +76,44 @@ def test_chunked_decoding_equals_unchunked(decoder) -> None:
         whole = decoder(feat, coord, cell)
         chunked = decoder(feat, coord, cell, chunk_size=97)
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def _liif_reference(decoder: LocalImplicitDecoder, feat, coord, cell) -> torch.Tensor:
+    """LIIF's local ensemble written plainly (Chen et al. 2021, in 3D): for each of the 8
+    neighbours, the nearest feature vector (unfolded if asked), the relative coordinate and the
+    cell through the whole MLP, weighted by the volume of the opposite sub-cell."""
+    if decoder.unfold:
+        b, c, *spatial = feat.shape
+        windows = F.pad(feat, (1,) * 6).unfold(2, 3, 1).unfold(3, 3, 1).unfold(4, 3, 1)
+        feat = windows.permute(0, 1, 5, 6, 7, 2, 3, 4).reshape(b, c * 27, *spatial)
+    size = torch.tensor(feat.shape[2:], dtype=torch.float32)
+    centres = cell_centres(feat.shape[2:], flatten=False).permute(3, 0, 1, 2)[None]
+    centres = centres.expand(feat.shape[0], -1, -1, -1, -1)
+    predictions, volumes = [], []
+    for corner in itertools.product((-1.0, 1.0), repeat=3):
+        shifted = (coord + torch.tensor(corner) / size + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
+        vector = sample_grid(feat, shifted, "nearest", "border")
+        relative = (coord - sample_grid(centres, shifted, "nearest", "border")) * size
+        predictions.append(decoder.layers(torch.cat([vector, relative, cell * size], dim=-1)))
+        volumes.append(relative.abs().prod(dim=-1, keepdim=True) + 1e-9)
+    weighted = sum(p * v for p, v in zip(predictions, reversed(volumes), strict=True))
+    return weighted / torch.stack(volumes).sum(dim=0)
+
+
+@pytest.mark.parametrize("unfold", [False, True])
+def test_liif_decoder_computes_the_local_ensemble(unfold: bool) -> None:
+    # The decoder projects the grid through the first layer once and skips neighbours without
+    # weight; the function must stay LIIF's, off the voxel centres and on them.
+    torch.manual_seed(0)
+    decoder = LocalImplicitDecoder(in_channels=6, hidden=[32, 16], unfold=unfold)
+    feat = torch.randn(2, 6, 4, 5, 6)
+    random = torch.rand(2, 500, 3) * 2.2 - 1.1  # some points beyond the grid's edge
+    centres = cell_centres((4, 5, 6))[None].expand(2, -1, -1)
+    for coord in (random, centres):
+        cell = torch.full_like(coord, 0.15)
+        with torch.no_grad():
+            expected = _liif_reference(decoder, feat, coord, cell)
+            torch.testing.assert_close(decoder(feat, coord, cell), expected, rtol=0, atol=2e-5)
 
 
 def test_liif_ensemble_is_continuous_across_voxel_borders() -> None:

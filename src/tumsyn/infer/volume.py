@@ -6,9 +6,14 @@ the target voxel size as the cell. Everything happens in the input's voxel grid,
 orientation works and the output grid is ``io.target_grid`` of the input: the same field of view
 in world space at the new voxel size (anisotropic sizes included).
 
-- Patches overlap by ``overlap`` voxels; each prediction is weighted by a separable cosine window
-  (highest at the patch centre, small at its edges), so seams between patches do not show.
-- Patches without foreground (input ~ 0: the background of a brain-extracted image) are skipped.
+- Patches overlap by ``overlap`` voxels, so every voxel is decoded with context on all sides. Each
+  output voxel is decoded by the patch it is most central in, except within ``blend`` voxels of
+  the middle of an overlap, where the two patches' predictions are mixed by cosine ramps that
+  sum to one, so seams do not show. Encoding costs ``(P / (P - overlap))^3`` per voxel; decoding
+  about ``((P - overlap + 2 blend) / (P - overlap))^3`` rather than the ``8x`` of the official
+  50%-overlap scheme.
+- Only the bounding box of the foreground (input above ~0) is cut into patches, evenly spaced, and
+  patches without foreground (the background of a brain-extracted image) are skipped.
 - Patches are run ``batch`` at a time and their predictions accumulated into the output at once,
   so memory beyond the output volume is bounded by one batch of patches.
 - The output is 0 outside the input's foreground, and is scaled back from [0, 1] by the input's
@@ -17,6 +22,7 @@ in world space at the new voxel size (anisotropic sizes included).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -42,36 +48,63 @@ class PatchPlan:
 
 
 def plan_patches(shape: Sequence[int], patch_size: int, overlap: int) -> PatchPlan:
-    """Starts covering every voxel of ``shape``; the last patch of an axis ends at its edge."""
+    """Evenly spaced starts covering every voxel of ``shape``, neighbours overlapping by at least
+    ``overlap``: the fewest patches that do, so no patch is an almost-copy of its neighbour."""
     if not 0 <= overlap < patch_size:
         raise ValueError(f"overlap must be in [0, patch size {patch_size}), got {overlap}")
-    stride = patch_size - overlap
     starts = []
     for n in shape:
-        last = max(n - patch_size, 0)
-        axis = list(range(0, last + 1, stride))
-        if axis[-1] != last:
-            axis.append(last)
-        starts.append(np.asarray(axis))
+        count = 1 if n <= patch_size else -(-(n - overlap) // (patch_size - overlap))
+        starts.append(np.round(np.linspace(0, max(n - patch_size, 0), count)).astype(int))
     return PatchPlan(patch_size, tuple(starts))  # type: ignore[arg-type]
 
 
-def _window(positions: np.ndarray) -> np.ndarray:
-    """Cosine weight of coordinates in [-1, 1]: 1 at 0, small but non-zero at the edges."""
-    return (0.5 * (1.0 + np.cos(np.pi * np.clip(positions, -1.0, 1.0))) + 1e-3).astype(np.float32)
+@dataclass(frozen=True)
+class _Span:
+    """Where one patch decodes along an axis, in input voxel units: ``[low, high)``, with the
+    cosine ramps ``[rise - blend, rise + blend)`` and ``[fall - blend, fall + blend)``."""
+
+    low: float
+    high: float
+    rise: float | None
+    fall: float | None
+    blend: float
+
+    def weight(self, positions: np.ndarray) -> np.ndarray:
+        weight = np.ones(len(positions), dtype=np.float64)
+        for middle, sign in ((self.rise, 1.0), (self.fall, -1.0)):
+            if middle is not None and self.blend > 0:
+                t = np.clip((positions - middle) / (2 * self.blend) + 0.5, 0.0, 1.0)
+                weight *= 0.5 - sign * 0.5 * np.cos(np.pi * t)
+        return weight.astype(np.float32)
 
 
-def _targets_in_box(start: int, size: int, offset: float, step: float, count: int):
-    """Target indices whose input position lies in the patch box, and their patch coordinates.
+def _spans(starts: np.ndarray, size: int, blend: float) -> list[_Span]:
+    """Each patch decodes from the middle of its overlap with the previous patch to the middle of
+    its overlap with the next (plus ``blend``); the first and last reach the grid's edges."""
+    boxes = [(s - 0.5, s + size - 0.5) for s in starts]
+    middles = [(boxes[k + 1][0] + boxes[k][1]) / 2 for k in range(len(boxes) - 1)]
+    spans = []
+    for k, (low, high) in enumerate(boxes):
+        rise = middles[k - 1] if k > 0 else None
+        fall = middles[k] if k < len(middles) else None
+        spans.append(_Span(
+            low if rise is None else max(low, rise - blend),
+            high if fall is None else min(high, fall + blend),
+            rise, fall, blend,
+        ))  # fmt: skip
+    return spans
 
-    The box of a patch starting at input voxel ``start`` is [start - 0.5, start + size - 0.5).
-    """
-    first = int(np.ceil((start - 0.5 - offset) / step - 1e-9))
-    last = int(np.ceil((start + size - 0.5 - offset) / step - 1e-9))
+
+def _targets_in_span(span: _Span, start: int, size: int, offset: float, step: float, count: int):
+    """Target indices whose input position lies in the span, their patch coordinates and
+    blending weights."""
+    first = int(np.ceil((span.low - offset) / step - 1e-9))
+    last = int(np.ceil((span.high - offset) / step - 1e-9))
     indices = np.arange(max(first, 0), min(last, count))
     positions = offset + step * indices  # in input voxel units
     coords = (-1.0 + (2.0 * (positions - start) + 1.0) / size).astype(np.float32)
-    return indices, coords
+    return indices, coords, span.weight(positions)
 
 
 def synthesize_volume(
@@ -81,6 +114,7 @@ def synthesize_volume(
     *,
     patch_size: int = 32,
     overlap: int = 8,
+    blend: float = 2.0,
     batch: int = 4,
     device: torch.device | str = "cpu",
     foreground_threshold: float = 1e-3,
@@ -94,6 +128,8 @@ def synthesize_volume(
         volume: the source image (any orientation).
         voxel_size: output voxel size in mm, along the input's array axes.
         patch_size, overlap: patch side and overlap in input voxels.
+        blend: half-width of the cosine ramp at each seam, in input voxels (at most
+            ``overlap / 2``; 0 cuts hard at the middle of the overlaps).
         batch: patches per network call.
         progress: wraps the patch-batch iterator (e.g. a tqdm bar).
     """
@@ -103,33 +139,42 @@ def synthesize_volume(
     step = np.asarray(output_grid.voxel_size) / np.asarray(input_grid.voxel_size)
     offset = np.linalg.solve(input_grid.affine, output_grid.affine)[:3, 3]
     p = patch_size
-    padded_shape = np.maximum(np.asarray(source.shape), p)
-    padded = np.zeros(padded_shape, dtype=np.float32)
-    padded[tuple(slice(0, n) for n in source.shape)] = source
+    output = np.zeros(output_grid.shape, dtype=np.float32)
+    inside = np.argwhere(source > foreground_threshold)
+    if not len(inside):
+        return Volume(output, output_grid.affine)
+    # Only the bounding box of the foreground is cut into patches (padded to at least a patch).
+    low, high = inside.min(axis=0), inside.max(axis=0) + 1
+    region = source[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
+    padded = np.zeros(np.maximum(region.shape, p), dtype=np.float32)
+    padded[tuple(slice(0, n) for n in region.shape)] = region
     plan = plan_patches(padded.shape, p, overlap)
 
     numerator = np.zeros(output_grid.shape, dtype=np.float32)
     weights = np.zeros(output_grid.shape, dtype=np.float32)
+    blend = min(blend, overlap / 2)
+    per_axis = [
+        list(zip(starts, _spans(starts + low[a], p, blend), strict=True))
+        for a, starts in enumerate(plan.starts)
+    ]
     jobs = []
-    for i in plan.starts[0]:
-        for j in plan.starts[1]:
-            for k in plan.starts[2]:
-                patch = padded[i : i + p, j : j + p, k : k + p]
-                if patch.max() <= foreground_threshold:
-                    continue
-                axes = [
-                    _targets_in_box(int(s), p, offset[a], step[a], output_grid.shape[a])
-                    for a, s in enumerate((i, j, k))
-                ]
-                if all(len(indices) for indices, _ in axes):
-                    jobs.append((patch, axes))
+    for (i, si), (j, sj), (k, sk) in itertools.product(*per_axis):
+        patch = padded[i : i + p, j : j + p, k : k + p]
+        if patch.max() <= foreground_threshold:
+            continue
+        axes = [
+            _targets_in_span(span, int(start + low[a]), p, offset[a], step[a], output.shape[a])
+            for a, (span, start) in enumerate(((si, i), (sj, j), (sk, k)))
+        ]
+        if all(len(indices) for indices, _, _ in axes):
+            jobs.append((patch, axes))
 
     groups = [jobs[n : n + batch] for n in range(0, len(jobs), batch)]
     iterator = iter(groups) if progress is None else progress(iter(groups))
     cell_size = (2.0 * step / p).astype(np.float32)
     for group in iterator:
         _run_group(predict, group, cell_size, numerator, weights, device)
-    output = np.divide(numerator, weights, out=np.zeros_like(numerator), where=weights > 0)
+    np.divide(numerator, weights, out=output, where=weights > 0)
     foreground = resample((volume.data != 0).astype(np.float32), input_grid, output_grid) > 0.5
     top = float(np.percentile(volume.data[volume.data != 0], 99.5)) if volume.data.any() else 1.0
     output = np.where(foreground, np.clip(output, 0.0, None) * top, 0.0).astype(np.float32)
@@ -141,9 +186,9 @@ def _run_group(predict, group, cell_size, numerator, weights, device) -> None:
     patches = torch.from_numpy(np.stack([patch for patch, _ in group])[:, None]).to(device)
     grids, coords = [], []
     for _, axes in group:
-        (zi, zc), (yi, yc), (xi, xc) = axes
+        (zi, zc, zw), (yi, yc, yw), (xi, xc, xw) = axes
         mesh = np.stack(np.meshgrid(zc, yc, xc, indexing="ij"), axis=-1).reshape(-1, 3)
-        grids.append((zi, yi, xi, zc, yc, xc))
+        grids.append((zi, yi, xi, zw, yw, xw))
         coords.append(mesh)
     longest = max(len(c) for c in coords)
     query = np.zeros((len(group), longest, 3), dtype=np.float32)
@@ -151,12 +196,12 @@ def _run_group(predict, group, cell_size, numerator, weights, device) -> None:
         query[n, : len(c)] = c
     coord = torch.from_numpy(query).to(device)
     cell = torch.from_numpy(np.broadcast_to(cell_size, query.shape).copy()).to(device)
-    with torch.no_grad():
+    with torch.inference_mode():
         values = predict(patches, coord, cell).float().cpu().numpy()[..., 0]
-    for n, (zi, yi, xi, zc, yc, xc) in enumerate(grids):
+    for n, (zi, yi, xi, zw, yw, xw) in enumerate(grids):
         shape = (len(zi), len(yi), len(xi))
         block = values[n, : int(np.prod(shape))].reshape(shape)
-        window = _window(zc)[:, None, None] * _window(yc)[None, :, None] * _window(xc)[None, None]
+        window = zw[:, None, None] * yw[None, :, None] * xw[None, None]
         region = np.ix_(zi, yi, xi)
         numerator[region] += block * window
         weights[region] += window
