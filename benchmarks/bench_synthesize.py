@@ -1,17 +1,25 @@
-"""Speed and memory of synthesis: the tiny model on a whole brain, paper-size models on patches.
+"""Speed, memory and work of synthesis: the bundled model on a whole brain, paper-size models on
+patches, and the whole-volume scheme against the official one.
 
     .venv/bin/python benchmarks/bench_synthesize.py [--skip-paper]
 
-Each case runs in a fresh process, so its peak RSS is its own:
+Each timed case runs in a fresh process, so its peak RSS is its own:
 
 - tumsyn-tiny (the bundled checkpoint) on a whole 1 mm brain: the MNI152 2009a T1 template from
-  the nilearn wheel on the 182 x 218 x 182 grid, output at 1 mm and at 0.5 mm (2x upsampling);
+  the nilearn wheel on the 182 x 218 x 182 grid, output at 1 mm and at 0.5 mm (2x upsampling),
+  end to end (read, load the model, synthesize, write), with the default patch settings;
 - official-synth and tumsyn-base (random weights: speed does not depend on them) on one 32^3 and
   one 64^3 patch decoded at the same resolution, with the FLOPs per output voxel (counted on the
   meta device) and the achieved GFLOP/s.
 
+The work table counts, on the same whole-brain grid, the voxels each scheme encodes (encoder and
+fusion) and the points it decodes: the official demo's (60^3 patches at 50% overlap over the
+whole grid, every patch decoded whole) against tumsyn's (foreground box only, evenly spaced
+patches, each voxel decoded about once), priced in official-synth FLOPs.
+
 Targets (inference issue): tiny whole brain < 60 s and < 3 GB peak RSS on 2 cores; paper-size 64^3
-crop < 8 GB peak RSS. Prints a table and writes benchmarks/results/synthesize.json.
+crop < 8 GB peak RSS; whole-volume work at least 4x less than the official scheme. Prints tables
+and writes benchmarks/results/synthesize.json and synthesize_work.json.
 """
 
 from __future__ import annotations
@@ -25,32 +33,45 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report
+from common import RESULTS, report
 
 WHOLE_BRAIN = (182, 218, 182)
+OFFICIAL_PATCH, OFFICIAL_OVERLAP = 60, 0.5  # the official demo.py's crop_size and overlap ratio
 
 
-def _whole_brain_case(voxel: float) -> dict:
+def _whole_brain_source() -> Path:
+    """The MNI T1 template cropped to the 182 x 218 x 182 grid, written once."""
     import nibabel as nib
     import numpy as np
 
-    from tumsyn.infer.run import synthesize_file
-    from tumsyn.metadata import default_protocol
     from tumsyn.simulate.template import template_path
 
+    source = RESULTS / "tmp" / "t1.nii.gz"
+    if source.exists():
+        return source
     image = nib.load(template_path("t1"))
     data = np.asarray(image.dataobj, dtype=np.float32)
     start = [(n - m) // 2 for n, m in zip(data.shape, WHOLE_BRAIN, strict=True)]
     crop = data[tuple(slice(s, s + m) for s, m in zip(start, WHOLE_BRAIN, strict=True))]
     affine = image.affine.copy()
     affine[:3, 3] += affine[:3, :3] @ np.asarray(start)
-    folder = Path("benchmarks/results/tmp")
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "t1.nii.gz"
+    source.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(crop, affine), source)
-    target = default_protocol("FLAIR").metadata.replace(voxel_size=(voxel,) * 3)
+    return source
+
+
+def _target(voxel: float):
+    from tumsyn.metadata import default_protocol
+
+    return default_protocol("FLAIR").metadata.replace(voxel_size=(voxel,) * 3)
+
+
+def _whole_brain_case(voxel: float) -> dict:
+    from tumsyn.infer.run import synthesize_file
+
+    source = _whole_brain_source()
     began = time.perf_counter()
-    synthesize_file(source, folder / "flair.nii.gz", target)
+    synthesize_file(source, source.parent / f"flair-{voxel}mm.nii.gz", _target(voxel))
     return {"seconds": time.perf_counter() - began}
 
 
@@ -68,7 +89,7 @@ def _patch_case(config: str, size: int) -> dict:
     image = torch.rand(1, 1, size, size, size)
     coord = cell_centres((size,) * 3)[None]
     cell = torch.full_like(coord, 2 / size)
-    with torch.no_grad():
+    with torch.inference_mode():
         began = time.perf_counter()
         model(image, coord, text, cell=cell)
         seconds = time.perf_counter() - began
@@ -87,6 +108,75 @@ def _child(case: str) -> None:
     )
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(result))
+
+
+def _official_scheme_counts(shape) -> tuple[int, int]:
+    """Voxels encoded and points decoded by the official demo's patch loop on ``shape``."""
+    gap = int(OFFICIAL_PATCH * (1 - OFFICIAL_OVERLAP))
+    patches = 1
+    for n in shape:
+        starts = [s for s in range(0, n, gap) if s < n - OFFICIAL_PATCH] + [n - OFFICIAL_PATCH]
+        patches *= len(starts)
+    return patches * OFFICIAL_PATCH**3, patches * OFFICIAL_PATCH**3
+
+
+def _tumsyn_scheme_counts(source: Path) -> tuple[int, int]:
+    """Voxels encoded and points decoded by ``synthesize_volume`` with its default settings."""
+    import torch
+
+    from tumsyn.infer.volume import synthesize_volume
+    from tumsyn.io import load_nifti
+
+    counts = [0, 0]
+
+    def counting(patches: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        counts[0] += patches[:, 0].numel()
+        counts[1] += coord.shape[0] * coord.shape[1]
+        return torch.zeros(*coord.shape[:2], 1)
+
+    synthesize_volume(counting, load_nifti(source), (1.0, 1.0, 1.0))
+    return counts[0], counts[1]
+
+
+def _official_flops() -> tuple[float, float]:
+    """official-synth FLOPs per encoded voxel (encoder + fusion) and per decoded point."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tumsyn.models import build
+
+    size = 16
+    with torch.device("meta"):
+        model = build("official-synth")
+        image, text = torch.zeros(1, 1, size, size, size), torch.zeros(1, 768)
+        coord = torch.zeros(1, size**3, 3)
+        with FlopCounterMode(display=False) as encode:
+            feat = model.condition(model.gen_feat(image), text)
+        with FlopCounterMode(display=False) as decode:
+            model.query(feat, coord)
+    return encode.get_total_flops() / size**3, decode.get_total_flops() / size**3
+
+
+def work_rows() -> list[dict]:
+    source = _whole_brain_source()
+    per_voxel, per_point = _official_flops()
+    rows = []
+    schemes = (
+        ("official demo: 60^3, 50% overlap, whole grid", _official_scheme_counts(WHOLE_BRAIN)),
+        ("tumsyn: foreground box, default patches", _tumsyn_scheme_counts(source)),
+    )
+    totals = [
+        (encoded * per_voxel + decoded * per_point) / 1e12 for _, (encoded, decoded) in schemes
+    ]
+    for (label, (encoded, decoded)), total in zip(schemes, totals, strict=True):
+        rows.append({
+            "scheme (182x218x182 grid, 1 mm -> 1 mm)": label,
+            "voxels encoded (M)": f"{encoded / 1e6:.1f}",
+            "points decoded (M)": f"{decoded / 1e6:.1f}",
+            "official-synth TFLOP": f"{total:.0f}",
+            "work vs official": f"{totals[0] / total:.1f}x less" if total != totals[0] else "1x",
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -119,6 +209,8 @@ def main() -> None:
             "GFLOP/s": f"{result['gflops']:.0f}" if "gflops" in result else "-",
         })  # fmt: skip
     report("synthesize", rows)
+    print()
+    report("synthesize_work", work_rows())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ in world space at the new voxel size (anisotropic sizes included).
   sum to one, so seams do not show. Encoding costs ``(P / (P - overlap))^3`` per voxel; decoding
   about ``((P - overlap + 2 blend) / (P - overlap))^3`` rather than the ``8x`` of the official
   50%-overlap scheme.
-- Only the bounding box of the foreground (input above ~0) is cut into patches, evenly spaced, and
+- Only the bounding box of the foreground (input above ~0, plus a margin) is cut into patches,
+  evenly spaced, and
   patches without foreground (the background of a brain-extracted image) are skipped.
 - Patches are run ``batch`` at a time and their predictions accumulated into the output at once,
   so memory beyond the output volume is bounded by one batch of patches.
@@ -143,8 +144,11 @@ def synthesize_volume(
     inside = np.argwhere(source > foreground_threshold)
     if not len(inside):
         return Volume(output, output_grid.affine)
-    # Only the bounding box of the foreground is cut into patches (padded to at least a patch).
-    low, high = inside.min(axis=0), inside.max(axis=0) + 1
+    # Only the bounding box of the foreground is cut into patches (padded to at least a patch),
+    # with ``overlap`` voxels of background around it: the network saw background *inside* its
+    # training patches, and a patch's own edge (zero padding after every layer) is not the same.
+    low = np.maximum(inside.min(axis=0) - overlap, 0)
+    high = np.minimum(inside.max(axis=0) + 1 + overlap, source.shape)
     region = source[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
     padded = np.zeros(np.maximum(region.shape, p), dtype=np.float32)
     padded[tuple(slice(0, n) for n in region.shape)] = region
