@@ -10,7 +10,8 @@ Each timed case runs in a fresh process, so its peak RSS is its own:
   end to end (read, load the model, synthesize, write), with the default patch settings;
 - official-synth and tumsyn-base (random weights: speed does not depend on them) on one 32^3 and
   one 64^3 patch decoded at the same resolution, with the FLOPs per output voxel (counted on the
-  meta device) and the achieved GFLOP/s.
+  meta device) and the achieved GFLOP/s; and official-synth's 32^3 patch under bf16 autocast
+  (``--precision bf16``).
 
 The work table counts, on the same whole-brain grid, the voxels each scheme encodes (encoder and
 fusion) and the points it decodes: the official demo's (60^3 patches at 50% overlap over the
@@ -75,7 +76,7 @@ def _whole_brain_case(voxel: float) -> dict:
     return {"seconds": time.perf_counter() - began}
 
 
-def _patch_case(config: str, size: int) -> dict:
+def _patch_case(config: str, size: int, precision: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -89,7 +90,8 @@ def _patch_case(config: str, size: int) -> dict:
     image = torch.rand(1, 1, size, size, size)
     coord = cell_centres((size,) * 3)[None]
     cell = torch.full_like(coord, 2 / size)
-    with torch.inference_mode():
+    bf16 = precision == "bf16"
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         began = time.perf_counter()
         model(image, coord, text, cell=cell)
         seconds = time.perf_counter() - began
@@ -104,7 +106,9 @@ def _patch_case(config: str, size: int) -> dict:
 def _child(case: str) -> None:
     kind, *rest = case.split(":")
     result = (
-        _whole_brain_case(float(rest[0])) if kind == "brain" else _patch_case(rest[0], int(rest[1]))
+        _whole_brain_case(float(rest[0]))
+        if kind == "brain"
+        else _patch_case(rest[0], int(rest[1]), rest[2])
     )
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(result))
@@ -193,8 +197,11 @@ def main() -> None:
         for config in ("official-synth", "tumsyn-base"):
             for size in (32, 64):
                 cases.append(
-                    (f"{config}, one {size}^3 patch -> {size}^3", f"patch:{config}:{size}")
+                    (f"{config}, one {size}^3 patch -> {size}^3", f"patch:{config}:{size}:fp32")
                 )
+        cases.append(
+            ("official-synth, one 32^3 patch, bf16 autocast", "patch:official-synth:32:bf16")
+        )
     rows = []
     for label, case in cases:
         output = subprocess.run([sys.executable, __file__, "--child", case], capture_output=True,

@@ -241,6 +241,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         overlap=args.overlap,
         batch=args.batch,
+        precision=args.precision,
         nan_to_zero=args.nan_to_zero,
         progress=bar,
     )
@@ -271,6 +272,7 @@ def cmd_synthesize_bids(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         overlap=args.overlap,
         batch=args.batch,
+        precision=args.precision,
         nan_to_zero=args.nan_to_zero,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -365,6 +367,13 @@ def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, default=32, metavar="N")
     parser.add_argument("--overlap", type=int, default=8, metavar="N")
     parser.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto (default): bf16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX512-BF16 "
+        "or AMX is about 2x faster, with small deviations",
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     parser.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -57,6 +57,20 @@ def test_synthesize_writes_image_and_sidecar(checkpoint: Path, tmp_path: Path, c
     assert sidecar["SynthesisPrompt"].startswith("Age: None; Gender: None; Scanner: 3.0 Siemens")
 
 
+def test_bf16_precision_on_the_cpu_stays_close_to_fp32(checkpoint: Path, tmp_path: Path) -> None:
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.nii.gz"
+        assert main([
+            "synthesize", str(example_t1w()), "-o", str(out), "--modality", "T2w", "--quiet",
+            "--checkpoint", str(checkpoint), "--precision", precision,
+        ]) == 0  # fmt: skip
+        outputs[precision] = load_nifti(out).data
+    difference = np.abs(outputs["bf16"] - outputs["fp32"])
+    top = outputs["fp32"].max()
+    assert 0 < difference.max() < 0.05 * top  # autocast did run, and only rounding differs
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

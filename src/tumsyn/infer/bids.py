@@ -245,6 +245,7 @@ def synthesize_bids(
     patch_size: int = 32,
     overlap: int = 8,
     batch: int = 4,
+    precision: str = "auto",
     nan_to_zero: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -323,6 +324,7 @@ def synthesize_bids(
                     patch_size=patch_size,
                     overlap=overlap,
                     batch=batch,
+                    precision=precision,
                     nan_to_zero=nan_to_zero,
                     sidecar_fields={"Sources": [_bids_uri(root, job.source)]},
                 )

@@ -136,6 +136,7 @@ def synthesize_file(
     patch_size: int = 32,
     overlap: int = 8,
     batch: int = 4,
+    precision: str = "auto",
     nan_to_zero: bool = False,
     progress: Callable[[Iterator], Iterator] | None = None,
     model: LoadedPipeline | None = None,
@@ -150,6 +151,9 @@ def synthesize_file(
         model: an already loaded pipeline (:func:`open_pipeline`), for many files in a row;
             ``checkpoint`` and ``device`` must then be left out.
         sidecar_fields: further sidecar entries (e.g. BIDS derivatives' ``Sources``).
+        precision: ``fp32``, ``bf16`` (autocast) or ``auto``: bf16 on GPUs, fp32 on the CPU,
+            where fp32 reproduces the official code to 1e-6 and bf16 is about twice as fast on
+            CPUs with bf16 instructions (max deviation ~1e-2 of the [0, 1] output).
     """
     output = Path(output)
     if not output.name.lower().endswith((".nii", ".nii.gz")):
@@ -165,11 +169,13 @@ def synthesize_file(
     prompt = format_prompt(target)
     warnings = coverage_warnings(target, meta["extra"].get("coverage", {}))
     predict = pipeline.predictor(prompt)
-    if torch_device.type == "cuda":
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and torch_device.type == "cuda"):
         plain = predict
 
-        def predict(*args):  # bf16 autocast on GPUs
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        def predict(*args):
+            with torch.autocast(torch_device.type, dtype=torch.bfloat16):
                 return plain(*args)
 
     result = synthesize_volume(
