@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tumsyn.data import VolumeCache, normalise_percentiles
+from tumsyn.data.volumes import normalise_like_official
 from tumsyn.errors import ConfigError, ImageError, InputFileError
 from tumsyn.io import load_nifti
 
@@ -26,6 +27,20 @@ def test_percentiles_map_to_0_and_1_and_background_stays_0():
     expected = np.clip((inside - low) / (high - low), 0, 1)
     np.testing.assert_allclose(out[data != 0], expected, atol=1e-6)
     assert np.mean(out[data != 0] == 1.0) == pytest.approx(0.05, abs=0.01)
+
+
+def test_official_scaling_uses_the_whole_volume():
+    # The official demo's percentile_clip: 0.01th / 99.9th percentiles of every voxel, the lower
+    # one clamped at 0 (so a background of zeros stays 0 and negative values clip to 0).
+    rng = np.random.default_rng(1)
+    data = np.zeros((20, 20, 20), dtype=np.float32)
+    data[5:15, 5:15, 5:15] = rng.uniform(100, 200, size=(10, 10, 10))
+    data[0, 0, 0] = -50.0
+    top = np.percentile(data, 99.9)
+    expected = np.clip(data / top, 0, 1)
+    np.testing.assert_allclose(normalise_like_official(data), expected, atol=1e-6)
+    assert np.mean(normalise_like_official(data) == 1.0) == pytest.approx(0.001, abs=2e-4)
+    assert not normalise_like_official(np.zeros((3, 3, 3))).any()
 
 
 def test_percentiles_of_constant_and_empty_images():

@@ -101,6 +101,7 @@ def test_converted_pipeline_has_the_source_weights_and_text_features(release, lo
         "synth": "checkpoint.pt",
         "text": "checkpoint_CLIP.pt",
     }
+    assert meta["extra"]["input_normalisation"] == "official"  # the demo's percentile_clip
     synth_state = release["synth_model"].state_dict()
     for key, value in pipeline.synth.state_dict().items():
         assert torch.equal(value, synth_state[key]), key

@@ -54,6 +54,21 @@ def normalise_percentiles(data: np.ndarray, low: float = 0.5, high: float = 99.5
     return scaled
 
 
+def normalise_like_official(data: np.ndarray) -> np.ndarray:
+    """The official demo's input scaling, for the published weights: the 0.01th and 99.9th
+    percentiles of the *whole* volume (background included; the lower one at least 0) map to 0
+    and 1, clipped. Same formula as the official ``utils.percentile_clip``."""
+    data = np.asarray(data, dtype=np.float32)
+    bottom, top = np.percentile(data, [0.01, 99.9])
+    bottom = max(float(bottom), 0.0)
+    if top <= bottom:
+        return (data > bottom).astype(np.float32)
+    return np.clip((data - np.float32(bottom)) / np.float32(top - bottom), 0.0, 1.0)
+
+
+NORMALISERS = {"tumsyn": normalise_percentiles, "official": normalise_like_official}
+
+
 class VolumeCache:
     """Normalised volumes stored as ``.npy`` files in ``cache_dir`` and memory-mapped.
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from tumsyn.data.volumes import NORMALISERS
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.coverage import coverage_warnings
 from tumsyn.infer.volume import synthesize_volume
@@ -178,6 +179,7 @@ def synthesize_file(
             with torch.autocast(torch_device.type, dtype=torch.bfloat16):
                 return plain(*args)
 
+    normalisation = meta["extra"].get("input_normalisation", "tumsyn")
     result = synthesize_volume(
         predict,
         volume,
@@ -186,6 +188,7 @@ def synthesize_file(
         overlap=overlap,
         batch=batch,
         device=torch_device,
+        normalise=NORMALISERS[normalisation],
         progress=progress,
     )
     save_nifti(output, result.data, result.affine)

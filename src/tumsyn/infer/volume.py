@@ -119,6 +119,7 @@ def synthesize_volume(
     batch: int = 4,
     device: torch.device | str = "cpu",
     foreground_threshold: float = 1e-3,
+    normalise: Callable[[np.ndarray], np.ndarray] = normalise_percentiles,
     progress: Callable[[Iterator], Iterator] | None = None,
 ) -> Volume:
     """Synthesize a whole volume at ``voxel_size`` from ``volume`` with a patch predictor.
@@ -132,9 +133,10 @@ def synthesize_volume(
         blend: half-width of the cosine ramp at each seam, in input voxels (at most
             ``overlap / 2``; 0 cuts hard at the middle of the overlaps).
         batch: patches per network call.
+        normalise: maps the source to [0, 1] as the model's training did.
         progress: wraps the patch-batch iterator (e.g. a tqdm bar).
     """
-    source = normalise_percentiles(volume.data)
+    source = normalise(volume.data)
     input_grid = volume.grid
     output_grid = target_grid(input_grid, voxel_size)
     step = np.asarray(output_grid.voxel_size) / np.asarray(input_grid.voxel_size)

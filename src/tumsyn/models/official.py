@@ -199,5 +199,7 @@ def convert_official(
     extra = {
         "name": f"official TUMSyn ({source.name} + {text.name})",
         "converted_from": {"synth": source.name, "text": text.name},
+        # The published weights expect the official demo's input scaling.
+        "input_normalisation": "official",
     }
     return save_checkpoint(target, pipeline, extra=extra)
