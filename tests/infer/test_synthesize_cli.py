@@ -108,3 +108,9 @@ def test_coverage_warnings() -> None:
                               te=2.98, ti=900, flip_angle=9, voxel_size=(1, 1, 1))  # fmt: skip
     notes = " | ".join(coverage_warnings(outside, coverage))
     assert "field strength 7 T" in notes and "manufacturer UIH" in notes and "TR 30000" in notes
+    # Unstated subject facts are flagged only when the training prompts always stated them.
+    assert "does not state age" not in notes
+    stated = [format_prompt(p.metadata.replace(age=30, sex="F")) for p in load_protocols("default")]
+    notes = " | ".join(coverage_warnings(inside, coverage_from_prompts(stated)))
+    assert "does not state age but every training prompt did (give --age)" in notes
+    assert "does not state sex" in notes and "field strength" not in notes

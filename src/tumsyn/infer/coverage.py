@@ -16,6 +16,11 @@ __all__ = ["coverage_from_prompts", "coverage_warnings"]
 
 # A timing is "far outside" when it lies beyond the trained range by more than this factor.
 _TIMING_SLACK = 1.25
+# Prompt fields that, left out ("None"), make a prompt unlike the training ones when every
+# training prompt stated them. (TI and the like are legitimately None for many sequences.)
+_SUBJECT_AND_SCANNER = ("age", "sex", "field_strength", "manufacturer")
+_FLAGS = {"age": "--age", "sex": "--sex", "field_strength": "--field",
+          "manufacturer": "--manufacturer"}  # fmt: skip
 
 
 def coverage_from_prompts(prompts: Iterable[str]) -> dict[str, Any]:
@@ -36,6 +41,11 @@ def coverage_from_prompts(prompts: Iterable[str]) -> dict[str, Any]:
         "manufacturers": sorted({r.manufacturer for r in records if r.manufacturer}),
         "voxel_size": [min(sizes), max(sizes)] if sizes else None,
         "timings": timings,
+        "always_stated": [
+            name
+            for name in _SUBJECT_AND_SCANNER
+            if records and all(getattr(r, name) is not None for r in records)
+        ],
     }
 
 
@@ -43,7 +53,12 @@ def coverage_warnings(metadata: ImagingMetadata, coverage: dict[str, Any]) -> li
     """One sentence per way in which ``metadata`` lies outside ``coverage``."""
     if not coverage:
         return []
-    notes = []
+    notes = [
+        f"the prompt does not state {name.replace('_', ' ')} but every training prompt did "
+        f"(give {_FLAGS[name]})"
+        for name in coverage.get("always_stated", [])
+        if getattr(metadata, name) is None
+    ]
     modality = metadata.modality
     if modality is not None and modality not in coverage["modalities"]:
         notes.append(f"modality {modality} was not in the training data")
