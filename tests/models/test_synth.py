@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import tumsyn.models.synth  # noqa: F401  (registers the "synth" family)
 from helpers import DATA
 from tumsyn.errors import ConfigError
-from tumsyn.models.fusion import GlobalTextFusion, VoxelCrossAttentionFusion
+from tumsyn.models.fusion import GatedFeedForward, GlobalTextFusion, VoxelCrossAttentionFusion
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres, sample_grid
 from tumsyn.models.registry import build, load_config
 from tumsyn.models.residual_encoder import ResidualEncoder3D
@@ -100,12 +100,14 @@ def _liif_reference(decoder: LocalImplicitDecoder, feat, coord, cell) -> torch.T
     return weighted / torch.stack(volumes).sum(dim=0)
 
 
-@pytest.mark.parametrize("unfold", [False, True])
-def test_liif_decoder_computes_the_local_ensemble(unfold: bool) -> None:
-    # The decoder projects the grid through the first layer once and skips neighbours without
-    # weight; the function must stay LIIF's, off the voxel centres and on them.
+@pytest.mark.parametrize(("unfold", "budget"), [(False, 2**30), (True, 2**30), (False, 0)])
+def test_liif_decoder_computes_the_local_ensemble(unfold: bool, budget: int) -> None:
+    # The decoder projects the grid through the first layer once (unless the projection would
+    # exceed its memory budget) and skips neighbours without weight; the function must stay
+    # LIIF's, off the voxel centres and on them.
     torch.manual_seed(0)
     decoder = LocalImplicitDecoder(in_channels=6, hidden=[32, 16], unfold=unfold)
+    decoder.projection_budget = budget
     feat = torch.randn(2, 6, 4, 5, 6)
     random = torch.rand(2, 500, 3) * 2.2 - 1.1  # some points beyond the grid's edge
     centres = cell_centres((4, 5, 6))[None].expand(2, -1, -1)
@@ -114,6 +116,18 @@ def test_liif_decoder_computes_the_local_ensemble(unfold: bool) -> None:
         with torch.no_grad():
             expected = _liif_reference(decoder, feat, coord, cell)
             torch.testing.assert_close(decoder(feat, coord, cell), expected, rtol=0, atol=2e-5)
+
+
+def test_feed_forward_in_depth_slabs_equals_the_whole() -> None:
+    # Big inputs go through the gated feed-forward in slabs (bounded memory); same result.
+    torch.manual_seed(0)
+    block = GatedFeedForward(8, 16)
+    x = torch.randn(2, 8, 11, 6, 7)
+    with torch.no_grad():
+        whole = block(x)
+        for slab_bytes in (1, 3 * 2 * 16 * 6 * 7 * 4):  # one plane, three planes at a time
+            block.slab_bytes = slab_bytes
+            torch.testing.assert_close(block(x), whole, rtol=0, atol=1e-6)
 
 
 def test_liif_ensemble_is_continuous_across_voxel_borders() -> None:

@@ -114,7 +114,12 @@ class LocalImplicitDecoder(nn.Module):
     ``unfold``) instead of once per query and neighbour: 8 or more times less work for that
     layer, and the per-neighbour lookup becomes an index into the projected grid. The result is
     the same function as the plain MLP on the concatenated input (same parameters, same keys).
+    A projected grid larger than ``projection_budget`` bytes (wide first layers on big patches:
+    3072 x 64^3 floats are 3.2 GB) is not made; the features are then looked up and projected per
+    query, as LIIF does.
     """
+
+    projection_budget = 2**30
 
     def __init__(
         self,
@@ -132,17 +137,21 @@ class LocalImplicitDecoder(nn.Module):
         self.layers = MLP(features + 6, out_channels, hidden).layers
         self.ensemble_tolerance = ensemble_tolerance
 
-    def _project_grid(self, feat: torch.Tensor) -> torch.Tensor:
-        """The first layer's feature term (and bias) at every voxel: ``(B * D * H * W, hidden)``."""
+    def _feature_table(self, feat: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """One row per voxel, ``(B * D * H * W, channels)``: the first layer's feature term (and
+        bias) when that fits the budget (then True), else the features themselves."""
         first = self.layers[0]
         weight = first.weight[:, :-6]
+        size = feat.shape[0] * feat[0, 0].numel() * weight.shape[0] * feat.element_size()
+        if not self.unfold and size > self.projection_budget:
+            return feat.movedim(1, -1).reshape(-1, feat.shape[1]), False
         if self.unfold:
             # Unfolded channels are ordered (channel, dz, dy, dx): a 3x3x3 kernel with zero padding.
             kernel = weight.reshape(weight.shape[0], self.in_channels, 3, 3, 3)
             projected = F.conv3d(feat, kernel, first.bias, padding=1)
         else:
             projected = F.conv3d(feat, weight[:, :, None, None, None], first.bias)
-        return projected.movedim(1, -1).reshape(-1, weight.shape[0])
+        return projected.movedim(1, -1).reshape(-1, weight.shape[0]), True
 
     @staticmethod
     def _neighbours(coord: torch.Tensor, shape: tuple[int, ...]):
@@ -168,14 +177,16 @@ class LocalImplicitDecoder(nn.Module):
             )
             yield rows, relative, relative.abs().prod(dim=-1, keepdim=True) + 1e-9
 
-    def _decode(self, coord, cell, projected, shape):
+    def _decode(self, coord, cell, table, projected, shape):
         first = self.layers[0]
         relative_weight, cell_weight = first.weight[:, -6:-3], first.weight[:, -3:]
         size = torch.tensor(shape, dtype=cell.dtype, device=cell.device)
         cell_term = (cell * size) @ cell_weight.T
 
         def predict(rows, relative, cell_term):
-            return self.layers[1:](projected[rows] + relative @ relative_weight.T + cell_term)
+            rows = table[rows]
+            first_term = rows if projected else F.linear(rows, first.weight[:, :-6], first.bias)
+            return self.layers[1:](first_term + relative @ relative_weight.T + cell_term)
 
         neighbours = list(self._neighbours(coord, shape))
         # Each neighbour is weighted by the volume of the sub-cell diagonally opposite to it.
@@ -216,8 +227,11 @@ class LocalImplicitDecoder(nn.Module):
     ) -> torch.Tensor:
         if cell is None:
             raise ValueError("LocalImplicitDecoder needs the cell size of the queried grid")
-        projected = self._project_grid(feat)
+        table, projected = self._feature_table(feat)
         shape = tuple(feat.shape[2:])
         return _in_chunks(
-            lambda c, s: self._decode(c, s, projected, shape), coord, cell, chunk_size=chunk_size
+            lambda c, s: self._decode(c, s, table, projected, shape),
+            coord,
+            cell,
+            chunk_size=chunk_size,
         )
