@@ -76,6 +76,32 @@ def _whole_brain_case(voxel: float) -> dict:
     return {"seconds": time.perf_counter() - began}
 
 
+def _gpu_whole_brain_case(config: str) -> dict:
+    """A paper-size network (random weights) on the whole brain on the GPU, bf16 autocast."""
+    import torch
+
+    from tumsyn.infer.volume import synthesize_volume
+    from tumsyn.io import load_nifti
+    from tumsyn.models import build
+
+    model = build(config).eval().cuda()
+    args = model.spec["args"]
+    text = (torch.randn(1, args["text_dim"]) if args["fusion"]["kind"] == "global"
+            else torch.randn(1, 40, args["text_dim"])).cuda()  # fmt: skip
+
+    def predict(patches, coord, cell):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            batch_text = text.expand(len(patches), *text.shape[1:])
+            return model(patches, coord, batch_text, cell=cell)
+
+    volume = load_nifti(_whole_brain_source())
+    torch.cuda.synchronize()
+    began = time.perf_counter()
+    synthesize_volume(predict, volume, (1.0, 1.0, 1.0), patch_size=64, batch=1, device="cuda")
+    torch.cuda.synchronize()
+    return {"seconds": time.perf_counter() - began}
+
+
 def _patch_case(config: str, size: int, precision: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -105,11 +131,12 @@ def _patch_case(config: str, size: int, precision: str) -> dict:
 
 def _child(case: str) -> None:
     kind, *rest = case.split(":")
-    result = (
-        _whole_brain_case(float(rest[0]))
-        if kind == "brain"
-        else _patch_case(rest[0], int(rest[1]), rest[2])
-    )
+    if kind == "brain":
+        result = _whole_brain_case(float(rest[0]))
+    elif kind == "gpu-brain":
+        result = _gpu_whole_brain_case(rest[0])
+    else:
+        result = _patch_case(rest[0], int(rest[1]), rest[2])
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(result))
 
