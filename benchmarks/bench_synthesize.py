@@ -19,7 +19,9 @@ whole grid, every patch decoded whole) against tumsyn's (foreground box only, ev
 patches, each voxel decoded about once), priced in official-synth FLOPs.
 
 Targets (inference issue): tiny whole brain < 60 s and < 3 GB peak RSS on 2 cores; paper-size 64^3
-crop < 8 GB peak RSS; whole-volume work at least 4x less than the official scheme. Prints tables
+crop < 8 GB peak RSS; whole-volume work at least 4x less than the official scheme. On a machine
+with CUDA it also times official-synth and tumsyn-base (random weights, bf16) on the whole brain
+(peak RSS there is the host process's, not GPU memory). Prints tables
 and writes benchmarks/results/synthesize.json and synthesize_work.json.
 """
 
@@ -211,6 +213,8 @@ def work_rows() -> list[dict]:
 
 
 def main() -> None:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-paper", action="store_true", help="only the tiny whole-brain cases")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -229,6 +233,12 @@ def main() -> None:
         cases.append(
             ("official-synth, one 32^3 patch, bf16 autocast", "patch:official-synth:32:bf16")
         )
+        if torch.cuda.is_available():
+            for config in ("official-synth", "tumsyn-base"):
+                device = torch.cuda.get_device_name()
+                cases.append(
+                    (f"{config}, whole brain on {device}, bf16, 64^3", f"gpu-brain:{config}")
+                )
     rows = []
     for label, case in cases:
         output = subprocess.run([sys.executable, __file__, "--child", case], capture_output=True,
