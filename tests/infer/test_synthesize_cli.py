@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tumsyn.cli import main
+from tumsyn.evaluate.metrics import dark_to_bright_ratio
 from tumsyn.examples import example_t1w
 from tumsyn.infer.coverage import coverage_from_prompts, coverage_warnings
 from tumsyn.io import load_nifti
@@ -114,3 +115,25 @@ def test_coverage_warnings() -> None:
     notes = " | ".join(coverage_warnings(inside, coverage_from_prompts(stated)))
     assert "does not state age but every training prompt did (give --age)" in notes
     assert "does not state sex" in notes and "field strength" not in notes
+
+
+def test_bundled_model_makes_the_contrasts_it_is_asked_for(tmp_path: Path) -> None:
+    # On the bundled (real-derived) example, with the age and sex every training prompt had:
+    # CSF (where the T1w is darkest) is dark in the FLAIR and bright in the T2w, relative to WM.
+    source = load_nifti(example_t1w())
+    ratios = {}
+    for modality in ("FLAIR", "T2w"):
+        out = tmp_path / f"{modality}.nii.gz"
+        assert main([
+            "synthesize", str(example_t1w()), "-o", str(out), "--modality", modality,
+            "--age", "25", "--sex", "M", "--quiet",
+        ]) == 0  # fmt: skip
+        ratios[modality] = dark_to_bright_ratio(load_nifti(out).data, source.data)
+    assert ratios["FLAIR"] < 0.6 and ratios["T2w"] > 1.5, ratios
+
+
+def test_dark_to_bright_ratio() -> None:
+    reference = np.arange(1, 101, dtype=np.float32).reshape(10, 10)
+    image = np.where(reference < 11, 5.0, np.where(reference > 90, 10.0, 7.0))
+    assert dark_to_bright_ratio(image, reference) == pytest.approx(0.5)
+    assert dark_to_bright_ratio(image[::-1], reference[::-1]) == pytest.approx(0.5)

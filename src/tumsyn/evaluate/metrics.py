@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["normalise", "psnr", "ssim"]
+__all__ = ["dark_to_bright_ratio", "normalise", "psnr", "ssim"]
 
 _UPPER_PERCENTILE = 99.5
 
@@ -51,3 +51,20 @@ def ssim(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = Non
         full=True,
     )
     return float(local[mask].mean())
+
+
+def dark_to_bright_ratio(
+    image: np.ndarray, reference: np.ndarray, low: float = 10.0, high: float = 90.0
+) -> float:
+    """Mean of ``image`` where the co-registered ``reference`` is darkest (below its ``low``
+    percentile) over its mean where ``reference`` is brightest (above ``high``), inside the
+    reference's non-zero voxels.
+
+    With a T1w reference those are mostly CSF and white matter, so the ratio tells apart
+    contrasts without a segmentation: a FLAIR's CSF is dark (ratio < 1), a T2w's bright (> 1).
+    """
+    inside = reference != 0
+    bottom, top = np.percentile(reference[inside], [low, high])
+    dark = image[inside & (reference < bottom)].mean()
+    bright = image[inside & (reference > top)].mean()
+    return float(dark / bright)
