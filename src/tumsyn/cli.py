@@ -216,35 +216,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synthesis_options(args: argparse.Namespace) -> dict:
+    """The model and patch settings shared by ``synthesize`` and ``synthesize-bids`` (and the
+    thread count, applied here)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = ("checkpoint", "device", "patch_size", "overlap", "batch", "precision", "nan_to_zero")
+    return {name: getattr(args, name) for name in names}
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tumsyn.infer.run import synthesize_file
     from tumsyn.infer.target import synthesis_target
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    options = _synthesis_options(args)
     target = synthesis_target(args.input, prompt=args.prompt, overrides=_metadata_flags(args))
     print(f"prompt: {_checked_prompt(target)}")
 
     def bar(batches):
         return tqdm(batches, unit="batch", desc="synthesize", disable=args.quiet)
 
-    result = synthesize_file(
-        args.input,
-        args.output,
-        target,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        patch_size=args.patch_size,
-        overlap=args.overlap,
-        batch=args.batch,
-        precision=args.precision,
-        nan_to_zero=args.nan_to_zero,
-        progress=bar,
-    )
+    result = synthesize_file(args.input, args.output, target, progress=bar, **options)
     for warning in result.warnings:
         print(f"tumsyn synthesize: warning: {warning}: the output is an extrapolation",
               file=sys.stderr)  # fmt: skip
@@ -257,25 +253,15 @@ def cmd_synthesize_bids(args: argparse.Namespace) -> int:
 
     if args.modality is None and args.prompt is None:
         raise TumsynError("say which contrast to make: --target (e.g. FLAIR) or --prompt")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     summary = synthesize_bids(
         args.bids_dir,
         args.output,
         prompt=args.prompt,
         overrides=_metadata_flags(args),
         source=args.source,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        patch_size=args.patch_size,
-        overlap=args.overlap,
-        batch=args.batch,
-        precision=args.precision,
-        nan_to_zero=args.nan_to_zero,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        **_synthesis_options(args),
     )
     rank = f"rank {summary.rank}/{summary.world_size}: " if summary.world_size > 1 else ""
     for warning, count in sorted(summary.warnings.items()):
