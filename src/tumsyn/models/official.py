@@ -109,11 +109,15 @@ def load_official(path: str | os.PathLike, *, expect: str | None = None):
         raise ConfigError(f"{path}: an official {_STAGE[name]} checkpoint, not {_STAGE[expect]}")
     with torch.device("meta"):
         model = build(name)
+    return _assign(model, state, f"{path}: does not match {name}")
+
+
+def _assign(model: torch.nn.Module, state: Mapping[str, torch.Tensor], mismatch: str):
+    """``state`` as the weights of a meta-device ``model`` (strict), ready for inference."""
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
-        summary = str(error).strip().splitlines()[0]
-        raise ConfigError(f"{path}: does not match {name} ({summary})") from None
+        raise ConfigError(f"{mismatch} ({str(error).strip().splitlines()[0]})") from None
     ensure_materialised(model)
     return model.eval()
 
@@ -161,13 +165,7 @@ def official_text_encoder(path: str | os.PathLike) -> TextEncoder:
             encoder = build({"name": "text", "args": args})
     except ConfigError as error:
         raise ConfigError(f"{path}: text encoder: {error}") from None
-    try:
-        encoder.load_state_dict(text, strict=True, assign=True)
-    except RuntimeError as error:
-        summary = str(error).strip().splitlines()[0]
-        raise ConfigError(f"{path}: the text encoder's weights do not fit ({summary})") from None
-    ensure_materialised(encoder)
-    return encoder.eval()
+    return _assign(encoder, text, f"{path}: the text encoder's weights do not fit")
 
 
 def convert_official(
