@@ -350,8 +350,14 @@ def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
         "checkpoint_CLIP.pt",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    parser.add_argument("--patch-size", type=int, default=32, metavar="N")
-    parser.add_argument("--overlap", type=int, default=8, metavar="N")
+    parser.add_argument(
+        "--patch-size", type=int, metavar="N", help="patch side in input voxels (default: the "
+        "checkpoint's recommendation, else 32; 60 for converted official checkpoints)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=int, metavar="N", help="overlap of neighbouring patches (default: the "
+        "checkpoint's recommendation, else 8)"
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
     parser.add_argument(
         "--precision",

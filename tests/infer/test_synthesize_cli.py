@@ -13,6 +13,7 @@ from tumsyn.cli import main
 from tumsyn.evaluate.metrics import dark_to_bright_ratio
 from tumsyn.examples import example_t1w
 from tumsyn.infer.coverage import coverage_from_prompts, coverage_warnings
+from tumsyn.infer.run import patch_settings
 from tumsyn.io import load_nifti
 from tumsyn.metadata import ImagingMetadata, format_prompt, load_protocols
 from tumsyn.models import build, make_pipeline, save_checkpoint
@@ -137,3 +138,11 @@ def test_dark_to_bright_ratio() -> None:
     image = np.where(reference < 11, 5.0, np.where(reference > 90, 10.0, 7.0))
     assert dark_to_bright_ratio(image, reference) == pytest.approx(0.5)
     assert dark_to_bright_ratio(image[::-1], reference[::-1]) == pytest.approx(0.5)
+
+
+def test_patch_settings_come_from_the_flags_then_the_checkpoint() -> None:
+    plain = {"extra": {}}
+    assert patch_settings(plain, None, None) == (32, 8)
+    recommended = {"extra": {"patch_settings": {"patch_size": 60, "overlap": 10}}}
+    assert patch_settings(recommended, None, None) == (60, 10)
+    assert patch_settings(recommended, 40, 4) == (40, 4)

@@ -16,7 +16,7 @@ import torch
 from helpers import DATA, ISSUE_FLAIR, fill_deterministic_
 from tumsyn.cli import main
 from tumsyn.errors import ConfigError
-from tumsyn.infer.run import load_pipeline
+from tumsyn.infer.run import load_pipeline, patch_settings
 from tumsyn.metadata import format_prompt
 from tumsyn.models import build, save_checkpoint
 from tumsyn.models.official import _is_text_key, convert_official
@@ -102,6 +102,8 @@ def test_converted_pipeline_has_the_source_weights_and_text_features(release, lo
         "text": "checkpoint_CLIP.pt",
     }
     assert meta["extra"]["input_normalisation"] == "official"  # the demo's percentile_clip
+    assert patch_settings(meta, None, None) == (60, 10)  # the demo's 60^3 patches
+    assert patch_settings(meta, 48, None) == (48, 10)
     synth_state = release["synth_model"].state_dict()
     for key, value in pipeline.synth.state_dict().items():
         assert torch.equal(value, synth_state[key]), key

@@ -38,6 +38,7 @@ from tumsyn.infer.run import (
     LoadedPipeline,
     check_patch_settings,
     open_pipeline,
+    patch_settings,
     read_pipeline_metadata,
     synthesize_file,
 )
@@ -242,8 +243,8 @@ def synthesize_bids(
     source: str = "T1w",
     checkpoint: str | os.PathLike | None = None,
     device: str = "auto",
-    patch_size: int = 32,
-    overlap: int = 8,
+    patch_size: int | None = None,
+    overlap: int | None = None,
     batch: int = 4,
     precision: str = "auto",
     nan_to_zero: bool = False,
@@ -275,9 +276,10 @@ def synthesize_bids(
 
     root, out = Path(root), Path(out)
     overrides = dict(overrides or {})
+    meta = read_pipeline_metadata(checkpoint)
+    patch_size, overlap = patch_settings(meta, patch_size, overlap)
     check_patch_settings(patch_size=patch_size, overlap=overlap, batch=batch)
     modality = synthesis_target(None, prompt=prompt, overrides=overrides).modality
-    meta = read_pipeline_metadata(checkpoint)
     model_name = meta["extra"].get("name", Path(meta["path"]).name)
     world = world or environment_world(device)
     jobs = plan_jobs(root, out, str(modality), source=source)

@@ -28,6 +28,7 @@ __all__ = [
     "check_patch_settings",
     "load_pipeline",
     "open_pipeline",
+    "patch_settings",
     "read_pipeline_metadata",
     "synthesize_file",
 ]
@@ -113,6 +114,19 @@ def _resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+DEFAULT_PATCH_SETTINGS = {"patch_size": 32, "overlap": 8}
+
+
+def patch_settings(meta: Mapping[str, Any], patch_size: int | None, overlap: int | None):
+    """``(patch_size, overlap)``: the given values, else the checkpoint's recommendation (its
+    ``extra["patch_settings"]``), else 32 and 8."""
+    recommended = {**DEFAULT_PATCH_SETTINGS, **meta["extra"].get("patch_settings", {})}
+    return (
+        recommended["patch_size"] if patch_size is None else patch_size,
+        recommended["overlap"] if overlap is None else overlap,
+    )
+
+
 def check_patch_settings(*, patch_size: int, overlap: int, batch: int) -> None:
     """Refuse patch settings that whole-volume synthesis cannot use (before any work is done).
 
@@ -134,8 +148,8 @@ def synthesize_file(
     *,
     checkpoint: str | os.PathLike | None = None,
     device: str = "auto",
-    patch_size: int = 32,
-    overlap: int = 8,
+    patch_size: int | None = None,
+    overlap: int | None = None,
     batch: int = 4,
     precision: str = "auto",
     nan_to_zero: bool = False,
@@ -149,6 +163,8 @@ def synthesize_file(
 
     Args:
         checkpoint, device: the model to load, unless ``model`` is given.
+        patch_size, overlap: patch side and overlap in input voxels (default: the checkpoint's
+            recommendation, else 32 and 8).
         model: an already loaded pipeline (:func:`open_pipeline`), for many files in a row;
             ``checkpoint`` and ``device`` must then be left out.
         sidecar_fields: further sidecar entries (e.g. BIDS derivatives' ``Sources``).
@@ -161,9 +177,11 @@ def synthesize_file(
         raise ImageError(f"{output}: output must end in .nii or .nii.gz")
     if target.voxel_size is None or target.modality is None:
         raise ConfigError("the target needs a modality and a voxel size")
-    check_patch_settings(patch_size=patch_size, overlap=overlap, batch=batch)
     if model is not None and (checkpoint is not None or device != "auto"):
         raise ValueError("give either a loaded model or a checkpoint and device, not both")
+    meta = model.meta if model is not None else read_pipeline_metadata(checkpoint)
+    patch_size, overlap = patch_settings(meta, patch_size, overlap)
+    check_patch_settings(patch_size=patch_size, overlap=overlap, batch=batch)
     volume = load_nifti(source, nan_to_zero=nan_to_zero)
     model = model or open_pipeline(checkpoint, device=device)
     pipeline, meta, torch_device = model.pipeline, model.meta, model.device
