@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from tumsyn.data import SynthesisPatches, paired_records
 from tumsyn.data.separable import fwhm_sigma
 from tumsyn.errors import ConfigError
+from tumsyn.metadata import prompt_without_subject
 
 P = 8
 Q = 300
@@ -193,3 +194,27 @@ def test_missing_prompt_ids_and_pairs_are_refused(pairs, shared_cache, prompt_id
         SynthesisPatches(pairs, shared_cache, {})
     with pytest.raises(ConfigError, match="at least one"):
         SynthesisPatches([], shared_cache, prompt_ids)
+
+
+def test_subject_dropout_leaves_out_age_and_sex_of_some_prompts(pairs, shared_cache, prompt_ids):
+    everything = sorted({*prompt_ids, *(prompt_without_subject(p) for p in prompt_ids)})
+    ids = {prompt: i for i, prompt in enumerate(everything)}
+    names = {i: prompt for prompt, i in ids.items()}
+    plain = SynthesisPatches(pairs, shared_cache, ids, patch_size=8, queries=16, length=40)
+    dropped = SynthesisPatches(pairs, shared_cache, ids, patch_size=8, queries=16, length=40,
+                               subject_dropout=0.5)  # fmt: skip
+    without = 0
+    for index in range(40):
+        a, b = plain.parameters(index), dropped.parameters(index)
+        # The other random choices are those of a run without dropout.
+        assert a.crop_start == b.crop_start and np.array_equal(a.voxels, b.voxels)
+        prompt = names[dropped.render(b)["prompt"]]
+        target = pairs[b.pair][1].prompt
+        assert prompt == (prompt_without_subject(target) if b.without_subject else target)
+        without += b.without_subject
+    assert 8 <= without <= 32  # about half of 40
+    assert "Age: None; Gender: None" in prompt_without_subject(pairs[0][1].prompt)
+    with pytest.raises(ConfigError, match="prompt_ids lacks"):
+        SynthesisPatches(pairs, shared_cache, prompt_ids, subject_dropout=0.1)
+    with pytest.raises(ConfigError, match="subject_dropout must be a probability"):
+        SynthesisPatches(pairs, shared_cache, ids, subject_dropout=1.5)

@@ -14,7 +14,8 @@ import yaml
 from safetensors.torch import load_file
 
 from tumsyn.cli import main
-from tumsyn.metadata import load_protocols
+from tumsyn.infer.coverage import coverage_from_prompts
+from tumsyn.metadata import load_protocols, prompt_without_subject
 from tumsyn.models import load_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 from tumsyn.simulate import CohortSettings, simulate_dataset
@@ -79,10 +80,12 @@ def text_encoder(cohort, tmp_path_factory) -> Path:
     return folder / "run" / "model.safetensors"
 
 
-def _synth_config(cohort: Path, text_encoder: Path, folder: Path, name: str) -> Path:
+def _synth_config(
+    cohort: Path, text_encoder: Path, folder: Path, name: str, **more: object
+) -> Path:
     settings = {
         "model": SYNTH_SPEC, "text_encoder": str(text_encoder), "patch_size": 8, "queries": 64,
-        "validation_patches": 2, **_common(cohort, folder / name),
+        "validation_patches": 2, **_common(cohort, folder / name), **more,
     }  # fmt: skip
     return _write(folder / f"{name}.yaml", settings)
 
@@ -106,6 +109,18 @@ def test_stage2_trains_on_the_frozen_text_encoder(cohort, text_encoder, tmp_path
     assert model.spec == read_checkpoint_metadata(checkpoint)["spec"]
     # A second run into the same folder is refused, not overwritten.
     assert main(["train", str(config), "--quiet"]) == 2
+
+
+def test_stage2_with_subject_dropout_learns_prompts_without_age_and_sex(
+    cohort, text_encoder, tmp_path
+) -> None:
+    config = _synth_config(cohort, text_encoder, tmp_path, "drop", subject_dropout=0.5)
+    assert main(["train", str(config), "--quiet"]) == 0
+    prompts = read_checkpoint_metadata(tmp_path / "drop" / "model.safetensors")["extra"]["prompts"]
+    with_subject = [p for p in prompts if not p.startswith("Age: None; Gender: None")]
+    assert with_subject and {prompt_without_subject(p) for p in with_subject} <= set(prompts)
+    # Such a model's coverage no longer asks for age and sex.
+    assert "age" not in coverage_from_prompts(prompts)["always_stated"]
 
 
 def test_resume_continues_exactly(cohort, text_encoder, tmp_path) -> None:

@@ -27,6 +27,7 @@ from tumsyn.data.index import ImageRecord
 from tumsyn.data.separable import apply_separable, fwhm_sigma, gaussian_radius, resampling_matrix
 from tumsyn.data.volumes import VolumeCache
 from tumsyn.errors import ConfigError, ImageError
+from tumsyn.metadata import prompt_without_subject
 
 __all__ = ["PatchParameters", "SynthesisPatches", "crop_padded"]
 
@@ -43,6 +44,7 @@ class PatchParameters:
         crop_start: first voxel of the crop in the volume (negative or past the end: zero padded).
         crop_size: voxels of the high-resolution crop per axis.
         voxels: ``(Q, 3)`` int64 query voxels, indices into the crop.
+        without_subject: the target prompt's age and sex are left out (``subject_dropout``).
     """
 
     pair: int
@@ -50,6 +52,7 @@ class PatchParameters:
     crop_start: tuple[int, int, int]
     crop_size: tuple[int, int, int]
     voxels: np.ndarray
+    without_subject: bool = False
 
 
 def crop_padded(volume: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
@@ -79,6 +82,9 @@ class SynthesisPatches(Dataset):
         scale_range: ``(low, high)``, ``1 <= low <= high``: the scale ``s`` of each axis is drawn
             uniformly from it; the crop has ``max(P, round(P * s))`` voxels.
         anisotropic: probability that the three axes get independent scales (otherwise one).
+        subject_dropout: probability that a sample's target prompt leaves out age and sex
+            (:func:`prompt_without_subject`; ``prompt_ids`` must then hold those prompts too),
+            so that the model learns to answer prompts of users who know neither.
         seed: base seed of every random choice.
         length: samples per epoch (default: one per pair); sample ``i`` uses pair
             ``i % len(pairs)``.
@@ -112,6 +118,7 @@ class SynthesisPatches(Dataset):
         queries: int = 8000,
         scale_range: tuple[float, float] = (1.0, 3.0),
         anisotropic: float = 0.5,
+        subject_dropout: float = 0.0,
         seed: int = 0,
         length: int | None = None,
     ) -> None:
@@ -127,9 +134,14 @@ class SynthesisPatches(Dataset):
             raise ConfigError(f"scale_range must satisfy 1 <= low <= high, got {scale_range!r}")
         if not 0.0 <= anisotropic <= 1.0:
             raise ConfigError(f"anisotropic must be a probability in [0, 1], got {anisotropic!r}")
+        if not 0.0 <= subject_dropout <= 1.0:
+            raise ConfigError(f"subject_dropout must be a probability, got {subject_dropout!r}")
         if length is not None and (isinstance(length, bool) or length < 1):
             raise ConfigError(f"length must be a positive integer or None, got {length!r}")
-        missing = sorted({t.prompt for _, t in self.pairs if t.prompt not in prompt_ids})
+        needed = {t.prompt for _, t in self.pairs}
+        if subject_dropout > 0:
+            needed |= {prompt_without_subject(prompt) for prompt in needed}
+        missing = sorted(needed - set(prompt_ids))
         if missing:
             raise ConfigError(
                 f"prompt_ids lacks {len(missing)} target prompt(s), e.g. {missing[0]!r}"
@@ -140,6 +152,7 @@ class SynthesisPatches(Dataset):
         self.queries = queries
         self.scale_range = (low, high)
         self.anisotropic = float(anisotropic)
+        self.subject_dropout = float(subject_dropout)
         self.seed = int(seed)
         self.length = length
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -188,12 +201,15 @@ class SynthesisPatches(Dataset):
             else rng.integers(0, total, size=self.queries)
         )
         voxels = np.stack(np.unravel_index(flat, tuple(size)), axis=1).astype(np.int64)
+        # Drawn last and only when asked, so that the other choices stay those of earlier runs.
+        without_subject = bool(self.subject_dropout and rng.random() < self.subject_dropout)
         return PatchParameters(
             pair=pair,
             scale=tuple(float(n) / self.patch_size for n in size),  # type: ignore[arg-type]
             crop_start=tuple(int(v) for v in start),  # type: ignore[arg-type]
             crop_size=tuple(int(n) for n in size),  # type: ignore[arg-type]
             voxels=voxels,
+            without_subject=without_subject,
         )
 
     @staticmethod
@@ -241,13 +257,15 @@ class SynthesisPatches(Dataset):
         values[inside] = target_volume[inner[:, 0], inner[:, 1], inner[:, 2]]
         coord = ((2 * voxels + 1) / size - 1).astype(np.float32)
         cell = np.broadcast_to((2.0 / size).astype(np.float32), coord.shape)
-        target_record = self.pairs[parameters.pair][1]
+        prompt = self.pairs[parameters.pair][1].prompt
+        if parameters.without_subject:
+            prompt = prompt_without_subject(prompt)
         return {
             "source": torch.from_numpy(low_res[None]),
             "coord": torch.from_numpy(coord),
             "cell": torch.from_numpy(np.ascontiguousarray(cell)),
             "target": torch.from_numpy(values[:, None]),
-            "prompt": self.prompt_ids[target_record.prompt],
+            "prompt": self.prompt_ids[prompt],
             "scale": torch.tensor(parameters.scale, dtype=torch.float32),
         }
 

@@ -11,7 +11,12 @@ from tumsyn.metadata.bids import (
 )
 from tumsyn.metadata.dicom import metadata_from_dicom
 from tumsyn.metadata.modalities import MODALITIES, canonical_modality
-from tumsyn.metadata.prompt import format_prompt, parse_prompt, prompt_voxel_size
+from tumsyn.metadata.prompt import (
+    format_prompt,
+    parse_prompt,
+    prompt_voxel_size,
+    prompt_without_subject,
+)
 from tumsyn.metadata.prompt_files import read_prompt_file, write_prompt_file
 from tumsyn.metadata.protocols import Protocol, default_protocol, load_protocols
 from tumsyn.metadata.record import ImagingMetadata
@@ -31,6 +36,7 @@ __all__ = [
     "modality_from_bids_name",
     "parse_prompt",
     "prompt_voxel_size",
+    "prompt_without_subject",
     "read_participants",
     "read_prompt_file",
     "sidecar_from_metadata",

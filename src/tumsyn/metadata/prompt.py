@@ -13,12 +13,19 @@ field must be present once, and a malformed value is reported with its field nam
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from tumsyn.errors import PromptParseError
 from tumsyn.metadata.record import ImagingMetadata
 
-__all__ = ["PARAMETERS_LABEL", "format_prompt", "parse_prompt", "prompt_voxel_size"]
+__all__ = [
+    "PARAMETERS_LABEL",
+    "format_prompt",
+    "parse_prompt",
+    "prompt_voxel_size",
+    "prompt_without_subject",
+]
 
 PARAMETERS_LABEL = "Imaging parameter TR(ms), TE(ms), TI(ms), and FA(degree)"
 _LABELS = ("Age", "Gender", "Scanner", "Modality", "Voxel size", PARAMETERS_LABEL)
@@ -187,3 +194,15 @@ def _parse_parameters(
         return tr, te, ti, float(flip)
     except ValueError:
         return tr, te, ti, flip  # a word such as T2var; validated by ImagingMetadata
+
+
+def prompt_without_subject(text: str) -> str:
+    """``text`` with age and sex left out (``None``): what a user who knows neither writes.
+
+    Example:
+        >>> full = format_prompt(ImagingMetadata(age=70, sex="F", modality="T2w"))
+        >>> prompt_without_subject(full)[:27]
+        'Age: None; Gender: None; Sc'
+    """
+    # dataclasses.replace, since ImagingMetadata.replace takes None for "keep this value".
+    return format_prompt(dataclasses.replace(parse_prompt(text), age=None, sex=None))

@@ -80,6 +80,7 @@ class SynthesisTrainConfig(_TrainConfig):
     queries: PositiveInt = 8000
     scale_range: tuple[float, float] = (1.0, 3.0)
     anisotropic: float = 0.5  # probability of independent per-axis scales
+    subject_dropout: float = 0.0  # probability that a target prompt leaves out age and sex
     validation_patches: PositiveInt = 16
 
 

@@ -22,6 +22,7 @@ from tumsyn.data import (
     paired_records,
 )
 from tumsyn.errors import ConfigError
+from tumsyn.metadata import prompt_without_subject
 from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
 from tumsyn.models.liif import sample_grid
 from tumsyn.text import tokenize
@@ -91,6 +92,9 @@ def train_synthesis(
     if not train_pairs:
         raise ConfigError(f"{config.data.source}: no subject has two images to pair")
     prompts, prompt_ids = records.prompts, records.prompt_ids
+    if config.subject_dropout > 0:  # the prompts without age and sex get features too
+        prompts = sorted({*prompts, *(prompt_without_subject(p) for p in prompts)})
+        prompt_ids = {prompt: index for index, prompt in enumerate(prompts)}
     torch.manual_seed(config.seed)
     model = build(config.model)
     if not isinstance(model, SynthesisNetwork):
@@ -109,7 +113,14 @@ def train_synthesis(
         "scale_range": config.scale_range,
         "anisotropic": config.anisotropic,
     }
-    dataset = SynthesisPatches(train_pairs, cache, prompt_ids, seed=config.seed, **patch_settings)
+    dataset = SynthesisPatches(
+        train_pairs,
+        cache,
+        prompt_ids,
+        seed=config.seed,
+        subject_dropout=config.subject_dropout,
+        **patch_settings,
+    )
     global_batch = config.batch_size * world.size
     batches = EpochShuffle(len(dataset), global_batch, seed=config.seed)
 
