@@ -1,15 +1,16 @@
 """How the bundled model's contrasts look on the bundled example, in one number each.
 
-    .venv/bin/python scripts/demo_contrast.py
+    .venv/bin/python scripts/demo_contrast.py [--checkpoint PIPELINE.safetensors]
 
 Synthesizes FLAIR, T2w and PD from the bundled T1w (the MNI152 template at 2 mm) with and without
 an age and sex in the prompt, and prints the ratio of the output's mean in the T1w's darkest tenth
 (mostly CSF) to its mean in the brightest tenth (white matter): below 1 for a FLAIR, above 1 for
-a T2w. Numbers quoted in the README's model card come from here.
+a T2w. Numbers quoted in the README's model card come from here (the bundled model, the default).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -24,8 +25,11 @@ from tumsyn.metadata import default_protocol, prompt_voxel_size
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a pipeline checkpoint (default: the bundled model)")
+    args = parser.parse_args()
     source = load_nifti(example_t1w())
-    model = open_pipeline(None)
+    model = open_pipeline(args.checkpoint)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for modality in ("FLAIR", "T2w", "PD"):
