@@ -34,16 +34,12 @@ $(BIDS_VALIDATOR):
 
 # The main job on the bundled example: FLAIR, T2w and PD from its T1w, and a montage.
 DEMO_OUT := demo
-# The example is the MNI152 2009 template, an average of 152 young adults: it has no age or sex.
-# The bundled model was trained on prompts that always state both (and warns when they are
-# missing: its FLAIR then keeps CSF bright), so the demo states an adult's.
-DEMO_SUBJECT := --age 25 --sex M
 demo: setup
 	$(VENV)/bin/tumsyn info $(EXAMPLE)
 	@mkdir -p $(DEMO_OUT)
 	@for contrast in FLAIR T2w PD; do \
 		$(VENV)/bin/tumsyn synthesize $(EXAMPLE) -o $(DEMO_OUT)/sub-icbm152_$$contrast.nii.gz \
-			--modality $$contrast $(DEMO_SUBJECT) --quiet || exit 1; \
+			--modality $$contrast --quiet || exit 1; \
 	done
 	$(VENV)/bin/tumsyn montage $(DEMO_OUT)/montage.png $(EXAMPLE) \
 		$(DEMO_OUT)/sub-icbm152_FLAIR.nii.gz $(DEMO_OUT)/sub-icbm152_T2w.nii.gz \
