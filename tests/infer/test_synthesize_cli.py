@@ -118,8 +118,12 @@ def test_coverage_warnings() -> None:
     assert "does not state sex" in notes and "field strength" not in notes
 
 
-@pytest.mark.parametrize("subject", [[], ["--age", "25", "--sex", "M"]], ids=["no-subject", "subject"])
-def test_bundled_model_makes_the_contrasts_it_is_asked_for(tmp_path: Path, subject: list[str]) -> None:
+@pytest.mark.parametrize(
+    "subject", [[], ["--age", "25", "--sex", "M"]], ids=["no-subject", "subject"]
+)
+def test_bundled_model_makes_the_contrasts_it_is_asked_for(
+    tmp_path: Path, subject: list[str]
+) -> None:
     # On the bundled (real-derived) example, with and without age and sex (the model was trained
     # with a fifth of its prompts lacking them): CSF (where the T1w is darkest) is dark in the
     # FLAIR and bright in the T2w, relative to WM.
