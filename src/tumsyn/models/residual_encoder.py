@@ -12,21 +12,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tumsyn.models.winograd import Conv3d3, reused_buffers
+
 __all__ = ["ResidualEncoder3D"]
-
-
-def _conv(in_channels: int, out_channels: int) -> nn.Conv3d:
-    return nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
 
 
 class _ResidualBlock(nn.Module):
     def __init__(self, channels: int, res_scale: float) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _conv(channels, channels),
+            Conv3d3(channels, channels),
             nn.BatchNorm3d(channels),
             nn.ReLU(inplace=True),
-            _conv(channels, channels),
+            Conv3d3(channels, channels),
             nn.BatchNorm3d(channels),
         )
         self.res_scale = res_scale
@@ -68,15 +66,16 @@ class ResidualEncoder3D(nn.Module):
             raise ValueError(
                 f"blocks >= 0 and out_channels >= 1 needed, got {blocks}, {out_channels}"
             )
-        self.head = nn.Sequential(_conv(in_channels, features))
+        self.head = nn.Sequential(Conv3d3(in_channels, features))
         self.body = nn.Sequential(
-            *(_ResidualBlock(features, res_scale) for _ in range(blocks)), _conv(features, features)
+            *(_ResidualBlock(features, res_scale) for _ in range(blocks)), Conv3d3(features, features)
         )
-        self.tail = nn.Sequential(_conv(features, out_channels))
+        self.tail = nn.Sequential(Conv3d3(features, out_channels))
         self.out_channels = out_channels
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 5:
             raise ValueError(f"expected a (B, C, D, H, W) image, got shape {tuple(image.shape)}")
-        x = self.head(image)
-        return self.tail(self.body(x) + x)
+        with reused_buffers():  # every layer has the same shapes: one set of scratch tensors
+            x = self.head(image)
+            return self.tail(self.body(x) + x)
