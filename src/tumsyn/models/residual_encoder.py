@@ -68,7 +68,8 @@ class ResidualEncoder3D(nn.Module):
             )
         self.head = nn.Sequential(Conv3d3(in_channels, features))
         self.body = nn.Sequential(
-            *(_ResidualBlock(features, res_scale) for _ in range(blocks)), Conv3d3(features, features)
+            *(_ResidualBlock(features, res_scale) for _ in range(blocks)),
+            Conv3d3(features, features),
         )
         self.tail = nn.Sequential(Conv3d3(features, out_channels))
         self.out_channels = out_channels
