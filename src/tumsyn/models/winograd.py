@@ -1,6 +1,6 @@
 """Faster 3x3x3 convolutions for CPU inference: Winograd F(4x4, 3x3) in-plane, direct in depth.
 
-Why: on the CPU, paper-size TUMSyn models spend about 80 % of their time in the encoder's fifty
+Why: on the CPU, paper-size TUMSyn models spend most of their time in the encoder's fifty
 256-channel 3x3x3 convolutions, and oneDNN's direct convolution already runs them near the
 processor's peak (about 200 GFLOP/s on 2 cores here). Only fewer multiplications can make them
 faster. oneDNN offers Winograd for 2D convolutions only, and not on every CPU, so it is written
@@ -13,13 +13,13 @@ independent channel-mixing matrix products, summed over the three depth taps, an
 turns each back into a 4x4 output tile. That is 3 * 36 / 16 = 6.75 multiplications per output and
 input channel instead of 27 (4x fewer), in large, efficient products; the transforms themselves
 are cheap, memory-bound passes. A Winograd transform along depth too would save more, but F(4, 3)
-in three dimensions loses about 15x more precision than in two (measured: 1.2e-4 against 8e-6
-at unit-scale inputs), too much for results that must match the official code.
+in three dimensions loses an order of magnitude more precision than in two, too much for results
+that must match the official code.
 
 Interpolation points 0, 1, -1, 1/2, -2 (and infinity) instead of the usual 0, +-1, +-2 halve
 the rounding error (Barabasz et al., "Error analysis and improving the accuracy of Winograd
-convolution for deep neural networks", ACM TOMS 2020); in float32 the result stays within about
-1e-5 (relative to the output's scale) of the direct convolution.
+convolution for deep neural networks", ACM TOMS 2020); in float32 the result stays within 3e-5
+of the output's range of the exact convolution at 256 channels (tests/models/test_winograd.py).
 
 Used by :class:`Conv3d3` only where it helps and is exact enough: float32 on the CPU, no
 gradient, no autocast, stride 1, padding 1, at least :data:`MIN_CHANNELS` channels. Training and
@@ -88,8 +88,8 @@ _OUTPUT_2D = torch.kron(_A_T, _A_T).float()  # (16, 36)
 def transform_kernel(weight: torch.Tensor) -> torch.Tensor:
     """``(O, C, 3, 3, 3)`` -> ``(36, 3, O, C)``: per frequency and depth tap, a channel matrix.
 
-    Recomputed on every call (about 7 ms for 256 x 256 channels here): caching the result for
-    every layer would cost four times the weights' memory.
+    Recomputed on every call (a small matrix product, cheap next to the convolution): caching the
+    result for every layer would cost four times the weights' memory.
     """
     out_channels, in_channels = weight.shape[:2]
     flat = weight.permute(3, 4, 0, 1, 2).reshape(9, -1)  # (kh*kw, O*C*kd)
@@ -108,9 +108,9 @@ _SCRATCH = _Scratch()
 def reused_buffers() -> Iterator[None]:
     """Within this block, Winograd convolutions reuse their scratch tensors.
 
-    Why: a fresh tensor's pages are faulted in (zeroed by the kernel) on first touch, which costs
-    about a quarter of a 256-channel convolution's time here; a network's layers have the same
-    shapes, so one set of scratch tensors serves them all. Freed when the block ends.
+    Why: a fresh tensor's pages are faulted in (zeroed by the kernel) on first touch, a sizeable
+    share of a convolution's time; a network's layers have the same shapes, so one set of scratch
+    tensors serves them all. Freed when the block ends.
     """
     outer = _SCRATCH.buffers
     if outer is None:
