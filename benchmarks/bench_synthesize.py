@@ -22,9 +22,9 @@ patches, each voxel decoded about once), priced in official-synth FLOPs.
 
 Targets (inference issue): tiny whole brain < 60 s and < 3 GB peak RSS on 2 cores; paper-size 64^3
 crop < 8 GB peak RSS; official-synth per patch at least 1.5x faster than the official code (which
-runs PyTorch's direct convolutions); whole-volume work at least 4x less than the official scheme. On a machine
-with CUDA it also times official-synth and tumsyn-base (random weights, bf16) on the whole brain
-(peak RSS there is the host process's, not GPU memory). Prints tables
+runs PyTorch's direct convolutions); whole-volume work at least 4x less than the official scheme.
+On a machine with CUDA it also times official-synth and tumsyn-base (random weights, bf16) on the
+whole brain (peak RSS there is the host process's, not GPU memory). Prints tables
 and writes benchmarks/results/synthesize.json and synthesize_work.json.
 """
 
