@@ -364,7 +364,7 @@ def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "fp32", "bf16"),
         default="auto",
         help="auto (default): bf16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX512-BF16 "
-        "or AMX is about 2x faster, with small deviations",
+        "or AMX is faster for paper-size networks, with small deviations",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     parser.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")

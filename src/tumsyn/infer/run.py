@@ -169,8 +169,8 @@ def synthesize_file(
             ``checkpoint`` and ``device`` must then be left out.
         sidecar_fields: further sidecar entries (e.g. BIDS derivatives' ``Sources``).
         precision: ``fp32``, ``bf16`` (autocast) or ``auto``: bf16 on GPUs, fp32 on the CPU,
-            where fp32 reproduces the official code to 1e-6 and bf16 is about twice as fast on
-            CPUs with bf16 instructions (its deviation: ``benchmarks/bench_synthesize.py``).
+            where fp32 reproduces the official code to 2e-6 and bf16 is faster on CPUs with
+            bf16 instructions (speed and deviation: ``benchmarks/bench_synthesize.py``).
     """
     output = Path(output)
     if not output.name.lower().endswith((".nii", ".nii.gz")):
