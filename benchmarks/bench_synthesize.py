@@ -81,29 +81,35 @@ def _whole_brain_case(voxel: float) -> dict:
     return {"seconds": time.perf_counter() - began}
 
 
-def _gpu_whole_brain_case(config: str) -> dict:
-    """A paper-size network (random weights) on the whole brain on the GPU, bf16 autocast."""
+def _paper_whole_brain_case(config: str, device: str) -> dict:
+    """A paper-size network (random weights) on the whole brain, bf16 autocast: GPU work (on a
+    CPU only as a smoke test of this code, e.g. ``--child gpu-brain:tumsyn-tiny:cpu``)."""
     import torch
 
     from tumsyn.infer.volume import synthesize_volume
     from tumsyn.io import load_nifti
     from tumsyn.models import build
 
-    model = build(config).eval().cuda()
+    kind = torch.device(device).type
+    model = build(config).eval().to(device)
     args = model.spec["args"]
     text = (torch.randn(1, args["text_dim"]) if args["fusion"]["kind"] == "global"
-            else torch.randn(1, 40, args["text_dim"])).cuda()  # fmt: skip
+            else torch.randn(1, 40, args["text_dim"])).to(device)  # fmt: skip
 
     def predict(patches, coord, cell):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(kind, dtype=torch.bfloat16):
             batch_text = text.expand(len(patches), *text.shape[1:])
             return model(patches, coord, batch_text, cell=cell)
 
+    def synchronize() -> None:
+        if kind == "cuda":
+            torch.cuda.synchronize()
+
     volume = load_nifti(_whole_brain_source())
-    torch.cuda.synchronize()
+    synchronize()
     began = time.perf_counter()
-    synthesize_volume(predict, volume, (1.0, 1.0, 1.0), patch_size=64, batch=1, device="cuda")
-    torch.cuda.synchronize()
+    synthesize_volume(predict, volume, (1.0, 1.0, 1.0), patch_size=64, batch=1, device=device)
+    synchronize()
     return {"seconds": time.perf_counter() - began}
 
 
@@ -154,7 +160,7 @@ def _child(case: str) -> None:
     if kind == "brain":
         result = _whole_brain_case(float(rest[0]))
     elif kind == "gpu-brain":
-        result = _gpu_whole_brain_case(rest[0])
+        result = _paper_whole_brain_case(rest[0], rest[1] if len(rest) > 1 else "cuda")
     else:
         result = _patch_case(rest[0], int(rest[1]), rest[2])
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
