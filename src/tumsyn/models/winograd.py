@@ -28,6 +28,7 @@ GPUs keep the direct convolution.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,9 +128,7 @@ def _scratch(name: str, shape: tuple[int, ...]) -> torch.Tensor:
     buffers = _SCRATCH.buffers
     if buffers is None:
         return torch.empty(shape)
-    numel = 1
-    for n in shape:
-        numel *= n
+    numel = math.prod(shape)
     buffer = buffers.get(name)
     if buffer is None or buffer.numel() < numel:
         buffer = buffers[name] = torch.empty(numel)
