@@ -60,11 +60,9 @@ def _matrices() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g, b_t = [], []
     for i, p in enumerate(points):
         others = [q for j, q in enumerate(points) if j != i]
-        poly = [Fraction(1)]
+        poly, scale = [Fraction(1)], Fraction(1)
         for q in others:
             poly = _poly_times_root(poly, q)
-        scale = 1
-        for q in others:
             scale *= p - q
         g.append([p**k / scale for k in range(3)])
         b_t.append(poly + [Fraction(0)] * (_SPAN - len(poly)))
