@@ -13,9 +13,11 @@ __all__ = [
     "ImageError",
     "InputFileError",
     "MetadataError",
+    "MetadataWarning",
     "PromptParseError",
     "PromptTooLongError",
     "TumsynError",
+    "TumsynWarning",
 ]
 
 
@@ -45,3 +47,16 @@ class ImageError(TumsynError, ValueError):
 
 class ConfigError(TumsynError, ValueError):
     """A configuration or protocol file is missing, malformed or holds unknown settings."""
+
+
+class TumsynWarning(UserWarning):
+    """Base of the project's warnings: the work goes on, but the user should know.
+
+    Library code raises them with :func:`warnings.warn`, so notebooks show them as usual and
+    callers can filter or escalate them; the command line prints each as one line on stderr.
+    """
+
+
+class MetadataWarning(TumsynWarning):
+    """An optional metadata field (sidecar, DICOM, participants.tsv) was missing or unreadable
+    and was left out or read as best it could be."""
