@@ -73,11 +73,12 @@ def _target(voxel: float):
 
 
 def _whole_brain_case(voxel: float) -> dict:
-    from tumsyn.infer.run import synthesize_file
+    from tumsyn.infer import Synthesizer, synthesize_file
 
     source = _whole_brain_source()
     began = time.perf_counter()
-    synthesize_file(source, source.parent / f"flair-{voxel}mm.nii.gz", _target(voxel))
+    synthesizer = Synthesizer.from_checkpoint()
+    synthesize_file(synthesizer, source, source.parent / f"flair-{voxel}mm.nii.gz", _target(voxel))
     return {"seconds": time.perf_counter() - began}
 
 

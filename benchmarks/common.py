@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tumsyn.io import save_json
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -32,6 +33,6 @@ def report(name: str, rows: list[dict]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     machine = {"python": platform.python_version(), "machine": platform.machine()}
-    path.write_text(json.dumps({"benchmark": name, "machine": machine, "rows": rows}, indent=2))
+    save_json(path, {"benchmark": name, "machine": machine, "rows": rows})
     print(f"written to {path}")
     return path

@@ -12,14 +12,14 @@ to the brain's bounding box plus a margin, so the file stays small and every vox
 from __future__ import annotations
 
 import argparse
-import json
 from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from tumsyn.io import save_nifti
+from tumsyn.io import save_json, save_nifti
+from tumsyn.metadata import sidecar_path
 
 TEMPLATE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 SUBJECT = "sub-icbm152"
@@ -74,7 +74,7 @@ def main() -> None:
     anat = args.out / SUBJECT / "anat"
     anat.mkdir(parents=True, exist_ok=True)
     image = save_nifti(anat / f"{SUBJECT}_T1w.nii.gz", data, affine)
-    (anat / f"{SUBJECT}_T1w.json").write_text(json.dumps(SIDECAR, indent=2) + "\n")
+    save_json(sidecar_path(image), SIDECAR)
     # The template has no single age or sex: BIDS "n/a".
     (args.out / "participants.tsv").write_text(
         "participant_id\tage\tsex\n" + SUBJECT + "\tn/a\tn/a\n"
@@ -85,7 +85,7 @@ def main() -> None:
         "DatasetType": "raw",
         "License": "see LICENSE in this folder (MNI ICBM152 template licence)",
     }
-    (args.out / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
+    save_json(args.out / "dataset_description.json", description)
     print(f"wrote {image}: shape {data.shape}, {image.stat().st_size / 1e3:.0f} kB")
 
 

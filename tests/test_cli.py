@@ -104,7 +104,7 @@ BAD_COMMANDS = {
     "4D image": (["info", "{4d}"], "expected a 3D image, got 4D"),
     "empty image": (["info", "{empty}"], "empty"),
     "all-zero image": (["info", "{zeros}"], "every voxel is zero"),
-    "NaN image": (["info", "{nan}"], "NaN or infinite; fix the image or pass --nan-to-zero"),
+    "NaN image": (["info", "{nan}"], "NaN or infinite; fix the image or read them as 0 (--nan-to-zero"),
     "not NIfTI content": (["info", "{text}"], "cannot be read as NIfTI"),
     "missing file": (["info", "{missing}"], "no such file"),
     "unknown modality": (["prompt", "--modality", "DWI"], "unknown modality 'DWI'"),

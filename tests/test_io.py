@@ -12,7 +12,16 @@ import pytest
 
 from helpers import oblique_affine
 from tumsyn.errors import ImageError, InputFileError
-from tumsyn.io import Grid, atomic_output, load_nifti, save_nifti, target_grid, voxel_sizes
+from tumsyn.io import (
+    Grid,
+    atomic_output,
+    load_nifti,
+    remove_stale_temporaries,
+    save_json,
+    save_nifti,
+    target_grid,
+    voxel_sizes,
+)
 
 
 def test_load_returns_float32_with_affine(write_nifti, brain_like) -> None:
@@ -135,6 +144,30 @@ def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path: Path) -> N
         raise RuntimeError("disk full")
     assert target.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["result.nii.gz"]
+
+
+def test_save_json_is_indented_utf8_with_a_final_newline(tmp_path: Path) -> None:
+    path = save_json(tmp_path / "sidecar.json", {"EchoTime": 0.081, "Manufacturer": "Siemens"})
+    assert path.read_text(encoding="utf-8") == (
+        '{\n  "EchoTime": 0.081,\n  "Manufacturer": "Siemens"\n}\n'
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["sidecar.json"]
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "state.pt"
+    target.write_bytes(b"finished")
+    (tmp_path / ".state.pt.k1ll3d.pt").write_bytes(b"half")  # as atomic_output names them
+    (tmp_path / ".state.pt.tmp").mkdir()  # not a file: left alone
+    (tmp_path / "state.pt.notes").write_bytes(b"someone else's")
+    removed = remove_stale_temporaries(target)
+    assert [p.name for p in removed] == [".state.pt.k1ll3d.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".state.pt.tmp",
+        "state.pt",
+        "state.pt.notes",
+    ]
+    assert remove_stale_temporaries(tmp_path / "missing" / "state.pt") == []
 
 
 def test_load_does_not_modify_the_input(write_nifti, brain_like) -> None:

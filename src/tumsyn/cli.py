@@ -70,335 +70,30 @@ def _metadata_flags(args: argparse.Namespace) -> dict:
     }
 
 
-def _checked_prompt(metadata) -> str:
-    """Prompt text, refused if the text encoder could not read it whole."""
-    from tumsyn.errors import PromptTooLongError
-    from tumsyn.metadata import format_prompt
-    from tumsyn.text import CONTEXT_LENGTH, ClipTokenizer
-
-    prompt = format_prompt(metadata)
-    needed = ClipTokenizer().count(prompt)
-    if needed > CONTEXT_LENGTH:
-        raise PromptTooLongError(
-            f"the prompt needs {needed} tokens, more than the model's {CONTEXT_LENGTH}: use fewer "
-            f"decimals in the values: {prompt}"
-        )
-    return prompt
+Commands = argparse._SubParsersAction
 
 
-def cmd_prompt(args: argparse.Namespace) -> int:
-    from tumsyn.io import load_nifti
-    from tumsyn.metadata import (
-        ImagingMetadata,
-        find_participant,
-        metadata_from_dicom,
-        metadata_from_sidecar,
-        parse_prompt,
-        prompt_voxel_size,
-    )
-
-    given = [f"--{name}" for name in ("text", "sidecar", "dicom") if getattr(args, name)]
-    if len(given) > 1:
-        raise TumsynError(
-            f"give only one of --text, --sidecar and --dicom, not {' and '.join(given)}"
-        )
-    metadata = ImagingMetadata()
-    if args.text:
-        metadata = parse_prompt(args.text)
-    elif args.dicom:
-        metadata = metadata_from_dicom(args.dicom)
-    elif args.sidecar:
-        participant = find_participant(args.sidecar, args.participants)
-        metadata = metadata_from_sidecar(args.sidecar, participant=participant)
-    elif args.participants:
-        raise TumsynError("--participants needs --sidecar (the subject comes from its BIDS name)")
-    if args.image and not args.voxel_size:
-        metadata = metadata.replace(voxel_size=prompt_voxel_size(load_nifti(args.image).voxel_size))
-    metadata = metadata.replace(**_metadata_flags(args))
-    print(_checked_prompt(metadata))
-    return 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from tumsyn.io import load_nifti
-    from tumsyn.metadata import (
-        ImagingMetadata,
-        find_participant,
-        metadata_from_sidecar,
-        modality_from_bids_name,
-        prompt_voxel_size,
-        sidecar_path,
-    )
-
-    image = Path(args.image)
-    volume = load_nifti(image, nan_to_zero=args.nan_to_zero)
-    voxel_size = prompt_voxel_size(volume.voxel_size)
-    foreground = volume.data[volume.data != 0]
-    low, high = np.percentile(foreground, [0.5, 99.5])
-    sidecar = sidecar_path(image)
-    participant = find_participant(image, args.participants)
-    if sidecar.is_file():
-        metadata = metadata_from_sidecar(sidecar, participant=participant, voxel_size=voxel_size)
-    else:
-        metadata = ImagingMetadata(
-            modality=modality_from_bids_name(image.name), voxel_size=voxel_size
-        )
-    rows = [
-        ("file", str(image)),
-        ("shape", " x ".join(map(str, volume.data.shape))),
-        ("voxel size", " x ".join(f"{v:.3g}" for v in volume.voxel_size) + " mm"),
-        ("orientation", volume.orientation),
-        ("intensity", f"min {volume.data.min():.4g}, max {volume.data.max():.4g}"),
-        ("non-zero", f"{foreground.size} voxels, 0.5-99.5 percentile {low:.4g}-{high:.4g}"),
-        ("sidecar", str(sidecar) if sidecar.is_file() else "none beside the image"),
-        ("participant", "found in participants.tsv" if participant else "not found"),
-        ("prompt", _checked_prompt(metadata)),
-    ]
-    width = max(len(name) for name, _ in rows) + 1
-    for name, value in rows:
-        print(f"{name + ':':<{width}} {value}")
-    return 0
-
-
-def cmd_version(args: argparse.Namespace) -> int:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from tumsyn import __version__
-
-    print(f"tumsyn {__version__}")
-    for package in ("torch", "nibabel", "numpy", "tokenizers", "pydicom"):
-        try:
-            print(f"  {package} {version(package)}")
-        except PackageNotFoundError:
-            print(f"  {package} not installed")
-    print(f"  python {platform.python_version()}")
-    return 0
-
-
-def _available_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from tumsyn.metadata import load_protocols
-    from tumsyn.simulate import CohortSettings, simulate_dataset
-    from tumsyn.simulate.bids import save_subject_montage
-
-    settings = CohortSettings(
-        subjects=args.subjects,
-        seed=args.seed,
-        enhancing_fraction=args.enhancing_fraction,
-        snr=tuple(args.snr),
-        oblique_deg=args.oblique,
-    )
-    protocols = load_protocols(args.protocols)
-    voxel_size = None
-    if args.voxel_size is not None:
-        if len(args.voxel_size) not in (1, 3):
-            raise MetadataError("--voxel-size takes one number (isotropic) or three")
-        voxel_size = args.voxel_size * 3 if len(args.voxel_size) == 1 else args.voxel_size
-    root = simulate_dataset(
-        args.out,
-        settings,
-        protocols,
-        voxel_size=voxel_size,
-        workers=args.workers or min(_available_cores(), settings.subjects),
-        progress=not args.quiet,
-    )
-    print(f"wrote {settings.subjects} subjects x {len(protocols)} protocols to {root}")
-    if args.montage is not None:
-        print(f"montage: {save_subject_montage(root, args.montage)}")
-    return 0
-
-
-def _synthesis_options(args: argparse.Namespace) -> dict:
-    """The model and patch settings shared by ``synthesize`` and ``synthesize-bids`` (and the
-    thread count, applied here)."""
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    names = ("checkpoint", "device", "patch_size", "overlap", "batch", "precision", "nan_to_zero")
-    return {name: getattr(args, name) for name in names}
-
-
-def cmd_synthesize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from tumsyn.infer.run import synthesize_file
-    from tumsyn.infer.target import synthesis_target
-
-    options = _synthesis_options(args)
-    target = synthesis_target(args.input, prompt=args.prompt, overrides=_metadata_flags(args))
-    print(f"prompt: {_checked_prompt(target)}")
-
-    def bar(batches):
-        return tqdm(batches, unit="batch", desc="synthesize", disable=args.quiet)
-
-    result = synthesize_file(args.input, args.output, target, progress=bar, **options)
-    for warning in result.warnings:
-        print(f"tumsyn synthesize: warning: {warning}: the output is an extrapolation",
-              file=sys.stderr)  # fmt: skip
-    print(f"wrote {result.output} and {result.sidecar.name}")
-    return 0
-
-
-def cmd_synthesize_bids(args: argparse.Namespace) -> int:
-    from tumsyn.infer.bids import synthesize_bids
-
-    if args.modality is None and args.prompt is None:
-        raise TumsynError("say which contrast to make: --target (e.g. FLAIR) or --prompt")
-    summary = synthesize_bids(
-        args.bids_dir,
-        args.output,
-        prompt=args.prompt,
-        overrides=_metadata_flags(args),
-        source=args.source,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        **_synthesis_options(args),
-    )
-    rank = f"rank {summary.rank}/{summary.world_size}: " if summary.world_size > 1 else ""
-    for warning, count in sorted(summary.warnings.items()):
-        print(f"tumsyn synthesize-bids: warning: {rank}{warning}: the output is an extrapolation "
-              f"({count} images)", file=sys.stderr)  # fmt: skip
-    for _, message in summary.failed:
-        print(f"tumsyn synthesize-bids: failed: {rank}{message}", file=sys.stderr)
-    written, skipped, failed = len(summary.written), len(summary.skipped), len(summary.failed)
-    images = f"{summary.jobs} image" + ("" if summary.jobs == 1 else "s")
-    hint = " (--overwrite redoes them)" if skipped else ""
-    print(f"{rank}{images}: wrote {written}, skipped {skipped} existing{hint}, failed {failed}; "
-          f"outputs in {args.output}")  # fmt: skip
-    if summary.failed:
-        names = ", ".join(str(path.name) for path, _ in summary.failed)
-        raise TumsynError(f"{rank}{failed} of {images} failed: {names}")
-    return 0
-
-
-def cmd_montage(args: argparse.Namespace) -> int:
-    from tumsyn.figures import save_montage
-    from tumsyn.io import load_nifti
-    from tumsyn.metadata import modality_from_bids_name
-
-    images = []
-    for path in args.images:
-        volume = load_nifti(path)
-        label = modality_from_bids_name(path.name) or path.name.split(".")[0]
-        images.append((label, volume.data, volume.affine))
-    print(f"wrote {save_montage(args.out, images, title=args.title)}")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from tumsyn.models.summary import summarise_configs
-
-    rows = summarise_configs(patch=args.patch)
-    header = ("config", "stage", "parameters", "GFLOP", "for one input")
-    table = [
-        header,
-        *((r.name, r.stage, f"{r.parameters:,}", f"{r.gflops:,.1f}", r.input) for r in rows),
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    return 0
-
-
-def cmd_convert_official(args: argparse.Namespace) -> int:
-    from tumsyn.models.official import convert_official
-
-    target = convert_official(args.source, args.target, text=args.text)
-    if args.text is not None:
-        print(f"wrote {target}: use it with tumsyn synthesize --checkpoint {target}")
-    else:
-        print(f"wrote {target}")
-    return 0
-
-
-def _train(args: argparse.Namespace, stage: str) -> int:
-    from tumsyn.train import run
-
-    result = run(
-        args.config, stage, resume=args.resume, progress=not args.quiet, stop_at=args.stop_at
-    )
-    folder = result.folder
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained: {folder / 'model.safetensors'} (metrics: {folder / 'metrics.csv'})")
-    return 0
-
-
-def cmd_train_text(args: argparse.Namespace) -> int:
-    return _train(args, "text")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    return _train(args, "synthesis")
-
-
-def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompt", metavar="TEXT", help="the full target prompt")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="FILE",
-        help="pipeline checkpoint (default: the bundled model); for the published official "
-        "weights run: tumsyn convert-official checkpoint.pt OUT.safetensors --text "
-        "checkpoint_CLIP.pt",
-    )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    parser.add_argument(
-        "--patch-size", type=int, metavar="N", help="patch side in input voxels (default: the "
-        "checkpoint's recommendation, else 32; 60 for converted official checkpoints)"
-    )  # fmt: skip
-    parser.add_argument(
-        "--overlap", type=int, metavar="N", help="overlap of neighbouring patches (default: the "
-        "checkpoint's recommendation, else 8)"
-    )  # fmt: skip
-    parser.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto (default): bf16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX512-BF16 "
-        "or AMX is faster for paper-size networks, with small deviations",
-    )
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
-    parser.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from tumsyn import __version__
-
-    parser = _Parser(
-        prog="tumsyn",
-        description="Text-guided universal brain MRI synthesis.",
+def _command(
+    commands: Commands, name: str, handler: Callable, help: str, *examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand with its help, examples and handler."""
+    sub = commands.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=_examples(*examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_examples(
-            "tumsyn info sub-01_T1w.nii.gz",
-            "tumsyn prompt --sidecar sub-01_T2w.json --age 34 --sex F",
-        ),
     )
-    parser.add_argument("--version", action="version", version=f"tumsyn {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.set_defaults(function=handler)
+    return sub
 
-    def add(name: str, function: Callable, help: str, *examples: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help,
-            description=help,
-            epilog=_examples(*examples),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.set_defaults(function=function)
-        return sub
 
-    prompt = add(
+# --- prompt ---------------------------------------------------------------------------------
+
+
+def add_prompt(commands: Commands) -> None:
+    prompt = _command(
+        commands,
         "prompt",
         cmd_prompt,
         "Print the TUMSyn prompt for imaging metadata (flags, a BIDS sidecar or a DICOM file).",
@@ -427,7 +122,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_metadata_flags(prompt)
 
-    info = add(
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from tumsyn.infer.target import checked_prompt
+    from tumsyn.io import load_nifti
+    from tumsyn.metadata import (
+        ImagingMetadata,
+        find_participant,
+        metadata_from_dicom,
+        metadata_from_sidecar,
+        parse_prompt,
+        prompt_voxel_size,
+    )
+
+    given = [f"--{name}" for name in ("text", "sidecar", "dicom") if getattr(args, name)]
+    if len(given) > 1:
+        raise TumsynError(
+            f"give only one of --text, --sidecar and --dicom, not {' and '.join(given)}"
+        )
+    metadata = ImagingMetadata()
+    if args.text:
+        metadata = parse_prompt(args.text)
+    elif args.dicom:
+        metadata = metadata_from_dicom(args.dicom)
+    elif args.sidecar:
+        participant = find_participant(args.sidecar, args.participants)
+        metadata = metadata_from_sidecar(args.sidecar, participant=participant)
+    elif args.participants:
+        raise TumsynError("--participants needs --sidecar (the subject comes from its BIDS name)")
+    if args.image and not args.voxel_size:
+        metadata = metadata.replace(voxel_size=prompt_voxel_size(load_nifti(args.image).voxel_size))
+    metadata = metadata.replace(**_metadata_flags(args))
+    print(checked_prompt(metadata))
+    return 0
+
+
+# --- info -----------------------------------------------------------------------------------
+
+
+def add_info(commands: Commands) -> None:
+    info = _command(
+        commands,
         "info",
         cmd_info,
         "Summarise a NIfTI image and the prompt its BIDS sidecar describes.",
@@ -439,7 +174,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf voxels as 0")
 
-    simulate = add(
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from tumsyn.image_info import summarise_image
+
+    summary = summarise_image(
+        args.image, participants=args.participants, nan_to_zero=args.nan_to_zero
+    )
+    rows = summary.rows()
+    width = max(len(name) for name, _ in rows) + 1
+    for name, value in rows:
+        print(f"{name + ':':<{width}} {value}")
+    return 0
+
+
+# --- version --------------------------------------------------------------------------------
+
+
+def add_version(commands: Commands) -> None:
+    _command(
+        commands,
+        "version",
+        cmd_version,
+        "Print the versions of tumsyn and its main libraries.",
+        "tumsyn version",
+    )
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tumsyn import __version__
+
+    print(f"tumsyn {__version__}")
+    for package in ("torch", "nibabel", "numpy", "tokenizers", "pydicom"):
+        try:
+            print(f"  {package} {version(package)}")
+        except PackageNotFoundError:
+            print(f"  {package} not installed")
+    print(f"  python {platform.python_version()}")
+    return 0
+
+
+# --- simulate -------------------------------------------------------------------------------
+
+
+def add_simulate(commands: Commands) -> None:
+    simulate = _command(
+        commands,
         "simulate",
         cmd_simulate,
         "Simulate a BIDS data set of virtual subjects scanned with MR protocols.",
@@ -493,7 +276,97 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    synthesize = add(
+
+def _available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from tumsyn.metadata import load_protocols
+    from tumsyn.simulate import CohortSettings, simulate_dataset
+    from tumsyn.simulate.bids import save_subject_montage
+
+    settings = CohortSettings(
+        subjects=args.subjects,
+        seed=args.seed,
+        enhancing_fraction=args.enhancing_fraction,
+        snr=tuple(args.snr),
+        oblique_deg=args.oblique,
+    )
+    protocols = load_protocols(args.protocols)
+    voxel_size = None
+    if args.voxel_size is not None:
+        if len(args.voxel_size) not in (1, 3):
+            raise MetadataError("--voxel-size takes one number (isotropic) or three")
+        voxel_size = args.voxel_size * 3 if len(args.voxel_size) == 1 else args.voxel_size
+    root = simulate_dataset(
+        args.out,
+        settings,
+        protocols,
+        voxel_size=voxel_size,
+        workers=args.workers or min(_available_cores(), settings.subjects),
+        progress=not args.quiet,
+    )
+    print(f"wrote {settings.subjects} subjects x {len(protocols)} protocols to {root}")
+    if args.montage is not None:
+        print(f"montage: {save_subject_montage(root, args.montage)}")
+    return 0
+
+
+# --- synthesize and synthesize-bids ---------------------------------------------------------
+
+
+def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", metavar="TEXT", help="the full target prompt")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="pipeline checkpoint (default: the bundled model); for the published official "
+        "weights run: tumsyn convert-official checkpoint.pt OUT.safetensors --text "
+        "checkpoint_CLIP.pt",
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument(
+        "--patch-size", type=int, metavar="N", help="patch side in input voxels (default: the "
+        "checkpoint's recommendation, else 32; 60 for converted official checkpoints)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=int, metavar="N", help="overlap of neighbouring patches (default: the "
+        "checkpoint's recommendation, else 8)"
+    )  # fmt: skip
+    parser.add_argument("--batch", type=int, default=4, metavar="N", help="patches per call")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto (default): bf16 on GPUs, fp32 on the CPU; bf16 on a CPU with AVX512-BF16 "
+        "or AMX is faster for paper-size networks, with small deviations",
+    )
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    parser.add_argument("--nan-to-zero", action="store_true", help="treat NaN/Inf as 0")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _synthesis_options(args: argparse.Namespace):
+    """The validated :class:`SynthesisOptions` of the flags (and the thread count, applied)."""
+    from tumsyn.infer.options import SynthesisOptions
+
+    names = ("device", "patch_size", "overlap", "batch", "precision", "nan_to_zero")
+    options = SynthesisOptions(**{name: getattr(args, name) for name in names})
+    if args.threads is not None:
+        if args.threads < 1:
+            raise TumsynError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return options
+
+
+def add_synthesize(commands: Commands) -> None:
+    synthesize = _command(
+        commands,
         "synthesize",
         cmd_synthesize,
         "Synthesize a contrast from a 3D brain image and a target prompt.",
@@ -506,7 +379,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synthesis_flags(synthesize)
     _add_metadata_flags(synthesize)
 
-    synthesize_bids = add(
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tumsyn.infer.files import check_output, synthesize_file
+    from tumsyn.infer.synthesizer import Synthesizer
+    from tumsyn.infer.target import checked_prompt, resolve_target
+
+    options = _synthesis_options(args)
+    check_output(args.output, args.input)
+    target = resolve_target(args.prompt, fields=_metadata_flags(args), source=args.input)
+    print(f"prompt: {checked_prompt(target)}")
+    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, options=options)
+
+    def bar(batches):
+        return tqdm(batches, unit="batch", desc="synthesize", disable=args.quiet)
+
+    result = synthesize_file(synthesizer, args.input, args.output, target, progress=bar)
+    for warning in result.warnings:
+        print(f"tumsyn synthesize: warning: {warning}: the output is an extrapolation",
+              file=sys.stderr)  # fmt: skip
+    print(f"wrote {result.output} and {result.sidecar.name}")
+    return 0
+
+
+def add_synthesize_bids(commands: Commands) -> None:
+    synthesize_bids = _command(
+        commands,
         "synthesize-bids",
         cmd_synthesize_bids,
         "Synthesize a contrast from every T1w (or --source) image of a BIDS data set into a "
@@ -531,7 +431,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synthesis_flags(synthesize_bids)
     _add_metadata_flags(synthesize_bids, ("--target", "--modality"))
 
-    montage = add(
+
+def cmd_synthesize_bids(args: argparse.Namespace) -> int:
+    from tumsyn.infer.bids import synthesize_bids
+
+    options = _synthesis_options(args)
+    if args.modality is None and args.prompt is None:
+        raise TumsynError("say which contrast to make: --target (e.g. FLAIR) or --prompt")
+    summary = synthesize_bids(
+        args.bids_dir,
+        args.output,
+        args.prompt,
+        fields=_metadata_flags(args),
+        source=args.source,
+        checkpoint=args.checkpoint,
+        options=options,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    rank = f"rank {summary.rank}/{summary.world_size}: " if summary.world_size > 1 else ""
+    for warning, count in sorted(summary.warnings.items()):
+        print(f"tumsyn synthesize-bids: warning: {rank}{warning}: the output is an extrapolation "
+              f"({count} images)", file=sys.stderr)  # fmt: skip
+    for _, message in summary.failed:
+        print(f"tumsyn synthesize-bids: failed: {rank}{message}", file=sys.stderr)
+    written, skipped, failed = len(summary.written), len(summary.skipped), len(summary.failed)
+    images = f"{summary.jobs} image" + ("" if summary.jobs == 1 else "s")
+    hint = " (--overwrite redoes them)" if skipped else ""
+    print(f"{rank}{images}: wrote {written}, skipped {skipped} existing{hint}, failed {failed}; "
+          f"outputs in {args.output}")  # fmt: skip
+    if summary.failed:
+        names = ", ".join(str(path.name) for path, _ in summary.failed)
+        raise TumsynError(f"{rank}{failed} of {images} failed: {names}")
+    return 0
+
+
+# --- montage --------------------------------------------------------------------------------
+
+
+def add_montage(commands: Commands) -> None:
+    montage = _command(
+        commands,
         "montage",
         cmd_montage,
         "Write a PNG of images side by side (axial, coronal, sagittal; world orientation).",
@@ -541,7 +481,32 @@ def build_parser() -> argparse.ArgumentParser:
     montage.add_argument("images", type=Path, nargs="+", help="3D NIfTI images")
     montage.add_argument("--title", help="figure title")
 
-    models = add(
+
+def cmd_montage(args: argparse.Namespace) -> int:
+    from tumsyn.figures import save_montage
+    from tumsyn.io import load_nifti, refuse_overwriting_inputs
+    from tumsyn.metadata import modality_from_bids_name
+
+    if args.out.suffix.lower() != ".png":
+        raise TumsynError(f"{args.out}: the montage is a PNG; give a name ending in .png")
+    refuse_overwriting_inputs(args.out, *args.images)
+    if not args.out.parent.is_dir():
+        raise TumsynError(f"{args.out.parent}: the output folder does not exist; make it first")
+    images = []
+    for path in args.images:
+        volume = load_nifti(path)
+        label = modality_from_bids_name(path.name) or path.name.split(".")[0]
+        images.append((label, volume.data, volume.affine))
+    print(f"wrote {save_montage(args.out, images, title=args.title)}")
+    return 0
+
+
+# --- models and convert-official ------------------------------------------------------------
+
+
+def add_models(commands: Commands) -> None:
+    models = _command(
+        commands,
         "models",
         cmd_models,
         "List the model configurations with parameter counts and FLOPs.",
@@ -552,7 +517,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--patch", type=int, default=64, metavar="N", help="synthesis patch side (default: 64)"
     )
 
-    convert = add(
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tumsyn.models.summary import summarise_configs
+
+    if not 1 <= args.patch <= 512:
+        raise TumsynError(f"--patch must be between 1 and 512, got {args.patch}")
+    rows = summarise_configs(patch=args.patch)
+    header = ("config", "stage", "parameters", "GFLOP", "for one input")
+    table = [
+        header,
+        *((r.name, r.stage, f"{r.parameters:,}", f"{r.gflops:,.1f}", r.input) for r in rows),
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def add_convert_official(commands: Commands) -> None:
+    convert = _command(
+        commands,
         "convert-official",
         cmd_convert_official,
         "Convert published TUMSyn .pt/.pth checkpoints into a tumsyn safetensors checkpoint.",
@@ -576,37 +561,140 @@ def build_parser() -> argparse.ArgumentParser:
         "tumsyn synthesize --checkpoint",
     )
 
-    for name, function, what, example in (
-        ("train-text", cmd_train_text, "stage 1 (BMLIP text-image pre-training)", "bmlip-tiny"),
-        ("train", cmd_train, "stage 2 (synthesis, frozen stage-1 text encoder)", "synth-tiny"),
-    ):
-        command = add(
-            name,
-            function,
-            f"Train {what} from a YAML configuration.",
-            f"tumsyn {name} configs/{example}.yaml",
-            f"tumsyn {name} configs/{example}.yaml --resume",
-            f"torchrun --nproc_per_node=2 $(which tumsyn) {name} configs/{example}.yaml",
-        )
-        command.add_argument("config", type=Path, help="training YAML (see configs/)")
-        command.add_argument(
-            "--resume", action="store_true", help="continue the run in the config's 'out' folder"
-        )
-        command.add_argument("--quiet", action="store_true", help="no progress bar")
-        command.add_argument(
-            "--stop-at",
-            type=int,
-            metavar="STEP",
-            help="stop after this step with a checkpoint (continue later with --resume)",
-        )
 
-    add(
-        "version",
-        cmd_version,
-        "Print the versions of tumsyn and its main libraries.",
-        "tumsyn version",
+def cmd_convert_official(args: argparse.Namespace) -> int:
+    from tumsyn.models.official import convert_official
+
+    target = convert_official(args.source, args.target, text=args.text)
+    if args.text is not None:
+        print(f"wrote {target}: use it with tumsyn synthesize --checkpoint {target}")
+    else:
+        print(f"wrote {target}")
+    return 0
+
+
+# --- train-text and train -------------------------------------------------------------------
+
+
+def _add_training(commands: Commands, name: str, handler: Callable, what: str, example: str):
+    command = _command(
+        commands,
+        name,
+        handler,
+        f"Train {what} from a YAML configuration.",
+        f"tumsyn {name} configs/{example}.yaml",
+        f"tumsyn {name} configs/{example}.yaml --resume",
+        f"torchrun --nproc_per_node=2 $(which tumsyn) {name} configs/{example}.yaml",
     )
+    command.add_argument("config", type=Path, help="training YAML (see configs/)")
+    command.add_argument(
+        "--resume", action="store_true", help="continue the run in the config's 'out' folder"
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop after this step with a checkpoint (continue later with --resume)",
+    )
+
+
+def add_train_text(commands: Commands) -> None:
+    _add_training(
+        commands, "train-text", cmd_train_text, "stage 1 (BMLIP text-image pre-training)",
+        "bmlip-tiny",
+    )  # fmt: skip
+
+
+def add_train(commands: Commands) -> None:
+    _add_training(
+        commands, "train", cmd_train, "stage 2 (synthesis, frozen stage-1 text encoder)",
+        "synth-tiny",
+    )  # fmt: skip
+
+
+def _train(args: argparse.Namespace, stage: str) -> int:
+    from tumsyn.train import run
+
+    result = run(
+        args.config, stage, resume=args.resume, progress=not args.quiet, stop_at=args.stop_at
+    )
+    folder = result.folder
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained: {folder / 'model.safetensors'} (metrics: {folder / 'metrics.csv'})")
+    return 0
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    return _train(args, "text")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(args, "synthesis")
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+COMMANDS: tuple[Callable[[Commands], None], ...] = (
+    add_prompt,
+    add_info,
+    add_simulate,
+    add_synthesize,
+    add_synthesize_bids,
+    add_montage,
+    add_models,
+    add_convert_official,
+    add_train_text,
+    add_train,
+    add_version,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tumsyn import __version__
+
+    parser = _Parser(
+        prog="tumsyn",
+        description="Text-guided universal brain MRI synthesis.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            "tumsyn info sub-01_T1w.nii.gz",
+            "tumsyn prompt --sidecar sub-01_T2w.json --age 34 --sex F",
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"tumsyn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in COMMANDS:
+        add(commands)
     return parser
+
+
+def _show_warnings_as_lines(command: str) -> None:
+    """Print the project's warnings as one line each (``tumsyn info: warning: ...``); others keep
+    Python's format."""
+    import warnings
+
+    from tumsyn.errors import TumsynWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TumsynWarning):
+            print(f"tumsyn {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def _error_line(error: TumsynError) -> str:
+    """The one line a user error prints; an option is named by its flag (``--patch-size 0``)."""
+    from tumsyn.errors import OptionError
+
+    if isinstance(error, OptionError):
+        return f"--{error.option.replace('_', '-')} {error.value!r}: expected {error.allowed}"
+    return str(error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -615,12 +703,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    _show_warnings_as_lines(args.command)
     try:
         return args.function(args)
     except TumsynError as error:
         if args.debug:
             raise
-        print(f"tumsyn {args.command}: error: {error}", file=sys.stderr)
+        print(f"tumsyn {args.command}: error: {_error_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("tumsyn: interrupted", file=sys.stderr)

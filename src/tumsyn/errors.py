@@ -14,6 +14,7 @@ __all__ = [
     "InputFileError",
     "MetadataError",
     "MetadataWarning",
+    "OptionError",
     "PromptParseError",
     "PromptTooLongError",
     "TumsynError",
@@ -47,6 +48,20 @@ class ImageError(TumsynError, ValueError):
 
 class ConfigError(TumsynError, ValueError):
     """A configuration or protocol file is missing, malformed or holds unknown settings."""
+
+
+class OptionError(ConfigError):
+    """A synthesis option has a value it cannot take.
+
+    Args:
+        option: the option's Python name (``patch_size``); the command line shows its flag.
+        value: the value given.
+        allowed: what the option accepts, as a phrase (``"an integer of at least 1"``).
+    """
+
+    def __init__(self, option: str, value: object, allowed: str) -> None:
+        super().__init__(f"{option} {value!r}: expected {allowed}")
+        self.option, self.value, self.allowed = option, value, allowed
 
 
 class TumsynWarning(UserWarning):

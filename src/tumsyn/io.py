@@ -11,23 +11,34 @@ another voxel size, the geometry every synthesis output is written on.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from tumsyn.errors import ImageError, InputFileError
+from tumsyn.errors import ConfigError, ImageError, InputFileError
 
 __all__ = [
+    "MAX_VOXELS",
     "Grid",
     "Volume",
+    "as_volume",
     "atomic_output",
+    "check_affine",
+    "check_grid_size",
     "load_nifti",
+    "nifti_image",
+    "refuse_overwriting_inputs",
+    "remove_stale_temporaries",
+    "save_json",
     "save_nifti",
     "target_grid",
     "voxel_sizes",
@@ -79,6 +90,91 @@ def _is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith(_NIFTI_SUFFIXES)
 
 
+# The largest image tumsyn reads or makes: 2^29 voxels, 2 GiB as float32 (a 0.25 mm whole head
+# is about 0.46 x 2^30). Larger grids are refused from their header or shape, before any allocation,
+# since synthesis holds several float32 copies of its input and output.
+MAX_VOXELS = 2**29
+# How far an affine's axes may be from perpendicular (|cos| of the angle between two axes).
+_SHEAR_TOLERANCE = 1e-3
+
+
+def check_grid_size(shape: Sequence[int], what: str) -> None:
+    """Refuse a grid of more than :data:`MAX_VOXELS` voxels (named ``what`` in the message)."""
+    voxels = math.prod(int(n) for n in shape)
+    if voxels > MAX_VOXELS:
+        raise ImageError(
+            f"{what} would have {voxels:,} voxels ({' x '.join(map(str, shape))}), more than the "
+            f"{MAX_VOXELS:,} tumsyn handles; crop the image or choose a larger voxel size"
+        )
+
+
+def check_affine(affine: np.ndarray, what: str) -> np.ndarray:
+    """The affine as a float64 4x4 array, refused if it cannot place voxels in world space.
+
+    Synthesis works in the image's voxel grid and writes the output with the voxel size along each
+    array axis, which needs perpendicular axes of non-zero length: a singular affine has no voxel
+    size, and a sheared one would give the output a different geometry from the input.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise ImageError(f"{what}: the affine must be a finite 4x4 matrix, got {matrix.tolist()}")
+    axes = matrix[:3, :3]
+    lengths = np.linalg.norm(axes, axis=0)
+    if np.any(lengths < 1e-6) or abs(np.linalg.det(axes / lengths)) < 1e-6:
+        raise ImageError(
+            f"{what}: the affine is singular (voxel sizes {np.round(lengths, 6).tolist()} mm); "
+            "fix the image header (sform/qform)"
+        )
+    cosines = (axes / lengths).T @ (axes / lengths) - np.eye(3)
+    if np.abs(cosines).max() > _SHEAR_TOLERANCE:
+        raise ImageError(
+            f"{what}: the affine is sheared (its voxel axes are not perpendicular); resample the "
+            "image onto an unsheared grid first"
+        )
+    return matrix
+
+
+def as_volume(
+    data: np.ndarray, affine: np.ndarray, *, name: str = "image", nan_to_zero: bool = False
+) -> Volume:
+    """A :class:`Volume` from an array and its affine, refused if synthesis cannot use it.
+
+    Args:
+        name: how messages call the image (its path, or ``image``).
+        nan_to_zero: replace NaN and infinite values with 0 instead of refusing the image.
+
+    Raises:
+        ImageError: not 3D (a 4D array with one volume is accepted), empty, all zero, NaN/Inf
+            without ``nan_to_zero``, or an affine that :func:`check_affine` refuses.
+    """
+    data = np.asarray(data)
+    if data.size == 0:
+        raise ImageError(f"{name}: the image is empty (shape {data.shape})")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ImageError(
+            f"{name}: expected a 3D image, got {data.ndim}D with shape {data.shape}; "
+            "split a 4D series into volumes first (e.g. fslsplit)"
+        )
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
+        raise ImageError(f"{name}: expected a numeric image, got data of type {data.dtype}")
+    check_grid_size(data.shape, name)
+    data = data.astype(np.float32, copy=False)
+    finite = np.isfinite(data)
+    if not finite.all():
+        if not nan_to_zero:
+            bad = int(data.size - finite.sum())
+            raise ImageError(
+                f"{name}: {bad} voxels are NaN or infinite; fix the image or read them as 0 "
+                "(--nan-to-zero, or nan_to_zero=True)"
+            )
+        data = np.where(finite, data, np.float32(0))
+    if not data.any():
+        raise ImageError(f"{name}: every voxel is zero; is this the right file?")
+    return Volume(data=data, affine=check_affine(affine, name))
+
+
 def load_nifti(
     path: str | os.PathLike, *, reorient_to_ras: bool = False, nan_to_zero: bool = False
 ) -> Volume:
@@ -91,19 +187,22 @@ def load_nifti(
         nan_to_zero: replace NaN and infinite values with 0 instead of refusing the image.
 
     Raises:
-        InputFileError: the file does not exist.
-        ImageError: not a NIfTI image, not 3D (a 4D file with one volume is accepted), empty,
-            all zero, or containing NaN/Inf without ``nan_to_zero``.
+        InputFileError: the file does not exist or cannot be opened.
+        ImageError: not a NIfTI image, truncated, larger than :data:`MAX_VOXELS` (refused from
+            the header, before reading the data), or refused by :func:`as_volume`.
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{path}: not readable (check its permissions)")
     if not _is_nifti_name(path):
         raise ImageError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name)")
     try:
         image = nib.load(path)
         if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
             raise ImageError(f"{path}: not a NIfTI image ({type(image).__name__})")
+        check_grid_size(image.shape[:3], str(path))
         if reorient_to_ras:
             image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float32)
@@ -111,27 +210,27 @@ def load_nifti(
         raise
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as error:
         raise ImageError(f"{path}: cannot be read as NIfTI ({error})") from None
+    return as_volume(data, image.affine, name=str(path), nan_to_zero=nan_to_zero)
 
-    if data.size == 0:
-        raise ImageError(f"{path}: the image is empty (shape {data.shape})")
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ImageError(
-            f"{path}: expected a 3D image, got {data.ndim}D with shape {data.shape}; "
-            "split a 4D series into volumes first (e.g. fslsplit)"
-        )
-    finite = np.isfinite(data)
-    if not finite.all():
-        if not nan_to_zero:
-            bad = int(data.size - finite.sum())
-            raise ImageError(
-                f"{path}: {bad} voxels are NaN or infinite; fix the image or pass --nan-to-zero"
+
+def refuse_overwriting_inputs(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
+    """Refuse an output path that is one of the inputs: the same path, a symlink to it or a hard
+    link of it (anything :func:`os.path.samefile` says is the same file).
+
+    Raises:
+        ConfigError: naming both paths.
+    """
+    output = Path(output)
+    for source in inputs:
+        source = Path(source)
+        same = output.resolve() == source.resolve()
+        if not same and output.exists() and source.exists():
+            same = os.path.samefile(output, source)
+        if same:
+            raise ConfigError(
+                f"{output}: this output is the input {source}; tumsyn never writes over an "
+                "input: choose another output name"
             )
-        data = np.where(finite, data, np.float32(0))
-    if not data.any():
-        raise ImageError(f"{path}: every voxel is zero; is this the right file?")
-    return Volume(data=data, affine=np.asarray(image.affine, dtype=np.float64))
 
 
 def _current_umask() -> int:
@@ -166,30 +265,77 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def save_nifti(
-    path: str | os.PathLike,
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_output` left beside ``path``; return them.
+
+    A process killed outright (SIGKILL, out of memory, power loss) never runs the clean-up of
+    :func:`atomic_output`, so its half-written ``.<name>.*`` file stays. Call this only where no
+    other process is writing ``path`` at the same time (a run folder that one run owns).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    prefix = f".{path.name}."
+    stale = [e for e in path.parent.iterdir() if e.name.startswith(prefix) and e.is_file()]
+    for entry in stale:
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+    return stale
+
+
+def save_json(path: str | os.PathLike, content: Any) -> Path:
+    """Write ``content`` as JSON atomically (UTF-8, indented by two, ending in a newline).
+
+    One format for every JSON file tumsyn writes (sidecars, descriptions, records), so that files
+    diff cleanly and a reader never meets a half-written file. Returns the path.
+    """
+    path = Path(path)
+    text = json.dumps(content, indent=2) + "\n"
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return path
+
+
+def nifti_image(
     data: np.ndarray,
     affine: np.ndarray,
     *,
     dtype: np.dtype | type = np.float32,
-) -> Path:
-    """Write a 3D array as NIfTI-1 atomically, with matching sform and qform (code: scanner).
+    image_class: type[nib.Nifti1Image] = nib.Nifti1Image,
+) -> nib.Nifti1Image:
+    """A NIfTI-1 image of a 3D array with matching sform and qform (code: scanner), in mm.
 
-    ``dtype`` is the on-disk type; float data saved as an integer type is scaled by nibabel (the
-    header's slope and intercept), so fractions in [0, 1] survive ``uint8``. Returns the path.
+    Both forms are set so that every viewer places the image where the affine says. ``dtype`` is
+    the on-disk type; float data saved as an integer type is scaled by nibabel (the header's slope
+    and intercept), so fractions in [0, 1] survive ``uint8``.
     """
-    path = Path(path)
-    if not _is_nifti_name(path):
-        raise ImageError(f"{path}: output must end in .nii or .nii.gz")
     data = np.asarray(data)
     if data.ndim != 3:
         raise ImageError(f"expected a 3D array to save, got shape {data.shape}")
     affine = np.asarray(affine, dtype=np.float64)
-    image = nib.Nifti1Image(data, affine)
+    image = image_class(data, affine)
     image.set_data_dtype(dtype)
     image.set_sform(affine, code="scanner")
     image.set_qform(affine, code="scanner")
     image.header.set_xyzt_units(xyz="mm", t="sec")
+    return image
+
+
+def save_nifti(
+    path: str | os.PathLike,
+    data: np.ndarray | nib.Nifti1Image,
+    affine: np.ndarray | None = None,
+    *,
+    dtype: np.dtype | type = np.float32,
+) -> Path:
+    """Write a 3D array (with its affine, see :func:`nifti_image`) or a NIfTI image atomically.
+
+    Returns the path.
+    """
+    path = Path(path)
+    if not _is_nifti_name(path):
+        raise ImageError(f"{path}: output must end in .nii or .nii.gz")
+    image = data if isinstance(data, nib.Nifti1Image) else nifti_image(data, affine, dtype=dtype)
     with atomic_output(path) as temporary:
         nib.save(image, temporary)
     return path
@@ -213,6 +359,7 @@ def target_grid(grid: Grid, voxel_size: Sequence[float]) -> Grid:
     old_shape = np.asarray(grid.shape, dtype=float)
     scale = new_size / np.asarray(grid.voxel_size)
     new_shape = np.maximum(np.rint(old_shape / scale), 1).astype(int)
+    check_grid_size(new_shape, f"the grid at voxel size {tuple(new_size.tolist())} mm")
     # Index i in the new grid sits at old index c_old + (i - c_new) * scale, c = (n - 1) / 2.
     index_map = np.eye(4)
     index_map[:3, :3] = np.diag(scale)

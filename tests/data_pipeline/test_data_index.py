@@ -69,6 +69,7 @@ def test_bids_sessions_and_images_without_sidecar(tmp_path, records):
     anat.mkdir(parents=True)
     shutil.copy(source, anat / "sub-07_ses-2_FLAIR.nii.gz")  # no sidecar
     shutil.copy(source, anat / "sub-07_ses-2_dwi.nii.gz")  # not one of the modalities
+    shutil.copy(source, anat / "._sub-07_ses-2_T1w.nii.gz")  # a macOS resource fork
     (tmp_path / "participants.tsv").write_text("participant_id\tage\tsex\nsub-07\t31\tM\n")
     (indexed,) = index_bids(tmp_path)
     assert indexed.subject == "sub-07/ses-2"

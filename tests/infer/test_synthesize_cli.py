@@ -13,7 +13,7 @@ from tumsyn.cli import main
 from tumsyn.evaluate.metrics import dark_to_bright_ratio
 from tumsyn.examples import example_t1w
 from tumsyn.infer.coverage import coverage_from_prompts, coverage_warnings
-from tumsyn.infer.run import patch_settings
+from tumsyn.infer import SynthesisOptions
 from tumsyn.io import load_nifti
 from tumsyn.metadata import ImagingMetadata, format_prompt, load_protocols
 from tumsyn.models import build, make_pipeline, save_checkpoint
@@ -146,9 +146,14 @@ def test_dark_to_bright_ratio() -> None:
     assert dark_to_bright_ratio(image[::-1], reference[::-1]) == pytest.approx(0.5)
 
 
-def test_patch_settings_come_from_the_flags_then_the_checkpoint() -> None:
-    plain = {"extra": {}}
-    assert patch_settings(plain, None, None) == (32, 8)
-    recommended = {"extra": {"patch_settings": {"patch_size": 60, "overlap": 10}}}
-    assert patch_settings(recommended, None, None) == (60, 10)
-    assert patch_settings(recommended, 40, 4) == (40, 4)
+def _patch_settings(options: SynthesisOptions, recommended: dict) -> tuple:
+    chosen = options.with_recommendation(recommended)
+    return chosen.patch_size, chosen.overlap
+
+
+def test_patch_settings_come_from_the_options_then_the_checkpoint() -> None:
+    assert _patch_settings(SynthesisOptions(), {}) == (32, 8)
+    recommended = {"patch_size": 60, "overlap": 10}
+    assert _patch_settings(SynthesisOptions(), recommended) == (60, 10)
+    assert _patch_settings(SynthesisOptions(patch_size=40, overlap=4), recommended) == (40, 4)
+    assert _patch_settings(SynthesisOptions(patch_size=40), recommended) == (40, 10)

@@ -16,7 +16,7 @@ import torch
 from helpers import DATA, ISSUE_FLAIR, fill_deterministic_
 from tumsyn.cli import main
 from tumsyn.errors import ConfigError
-from tumsyn.infer.run import load_pipeline, patch_settings
+from tumsyn.infer import SynthesisOptions, Synthesizer
 from tumsyn.metadata import format_prompt
 from tumsyn.models import build, save_checkpoint
 from tumsyn.models.official import _is_text_key, convert_official
@@ -73,7 +73,8 @@ def release(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def loaded(release):
     """The converted pipeline, loaded as ``tumsyn synthesize`` loads it: ``(pipeline, meta)``."""
-    return load_pipeline(release["pipeline"], torch.device("cpu"))
+    synthesizer = Synthesizer.from_checkpoint(release["pipeline"], device="cpu")
+    return synthesizer.pipeline, synthesizer.meta
 
 
 def test_official_text_keys_are_the_text_encoder_keys() -> None:
@@ -102,8 +103,10 @@ def test_converted_pipeline_has_the_source_weights_and_text_features(release, lo
         "text": "checkpoint_CLIP.pt",
     }
     assert meta["extra"]["input_normalisation"] == "official"  # the demo's percentile_clip
-    assert patch_settings(meta, None, None) == (60, 10)  # the demo's 60^3 patches
-    assert patch_settings(meta, 48, None) == (48, 10)
+    recommended = meta["extra"]["patch_settings"]
+    assert recommended == {"patch_size": 60, "overlap": 10}  # the demo's 60^3 patches
+    chosen = SynthesisOptions(patch_size=48).with_recommendation(recommended)
+    assert (chosen.patch_size, chosen.overlap) == (48, 10)
     synth_state = release["synth_model"].state_dict()
     for key, value in pipeline.synth.state_dict().items():
         assert torch.equal(value, synth_state[key]), key
@@ -172,4 +175,4 @@ def test_a_synthesis_network_alone_is_refused_by_synthesize(release, tmp_path) -
     # What ``convert-official checkpoint.pt OUT`` (no --text) writes: a synth checkpoint.
     alone = save_checkpoint(tmp_path / "synth.safetensors", release["synth_model"])
     with pytest.raises(ConfigError, match="--text checkpoint_CLIP.pt"):
-        load_pipeline(alone, torch.device("cpu"))
+        Synthesizer.from_checkpoint(alone, device="cpu")

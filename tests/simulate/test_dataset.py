@@ -20,6 +20,7 @@ from tumsyn.metadata import (
     find_participant,
     load_protocols,
     metadata_from_sidecar,
+    sidecar_path,
 )
 from tumsyn.simulate import CohortSettings, cohort_subject, simulate_dataset
 
@@ -70,7 +71,7 @@ def test_sidecars_give_back_the_protocols(dataset: Path) -> None:
         volume = load_nifti(image)
         assert volume.data.dtype == np.float32 and volume.voxel_size == pytest.approx(LOW_RES)
         metadata = metadata_from_sidecar(
-            image.with_name(image.name.replace(".nii.gz", ".json")),
+            sidecar_path(image),
             participant=find_participant(image),
             voxel_size=volume.voxel_size,
         )

@@ -37,7 +37,7 @@ from tumsyn.metadata import (
     read_prompt_file,
     sidecar_path,
 )
-from tumsyn.metadata.bids import bids_entities
+from tumsyn.metadata.bids import anat_images, bids_entities
 
 __all__ = [
     "ImageRecord",
@@ -92,10 +92,6 @@ def _header_voxel_size(path: Path) -> tuple[float, float, float]:
     return prompt_voxel_size(voxel_sizes(read_grid(path).affine))
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(_NIFTI_SUFFIXES)
-
-
 def index_bids(root: str | os.PathLike) -> list[ImageRecord]:
     """Every anatomical image of one of the seven modalities in a BIDS folder, sorted by path.
 
@@ -114,9 +110,8 @@ def index_bids(root: str | os.PathLike) -> list[ImageRecord]:
         raise InputFileError(f"{root}: no such BIDS folder")
     participants_file = root / "participants.tsv"
     participants = read_participants(participants_file) if participants_file.is_file() else {}
-    candidates = [*root.glob("sub-*/anat/*"), *root.glob("sub-*/ses-*/anat/*")]
     records = []
-    for path in sorted(p for p in candidates if _is_nifti(p) and p.is_file()):
+    for path in anat_images(root):
         modality = modality_from_bids_name(path.name)
         if modality is None:
             continue

@@ -33,20 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tumsyn.distributed import World, environment_world
 from tumsyn.errors import ConfigError, InputFileError, MetadataError, TumsynError
-from tumsyn.infer.run import (
-    LoadedPipeline,
-    check_patch_settings,
-    open_pipeline,
-    patch_settings,
-    read_pipeline_metadata,
-    synthesize_file,
-)
-from tumsyn.infer.target import synthesis_target
-from tumsyn.io import atomic_output
+from tumsyn.infer.files import refuse_raw_bids_output, synthesize_file
+from tumsyn.infer.loading import read_pipeline_metadata
+from tumsyn.infer.options import SynthesisOptions
+from tumsyn.infer.synthesizer import Synthesizer, TargetLike
+from tumsyn.infer.target import resolve_target
+from tumsyn.io import save_json
 from tumsyn.metadata import bids_image_name, canonical_modality, modality_from_bids_name
-from tumsyn.metadata.bids import bids_entities
-from tumsyn.train.distributed import World, environment_world
+from tumsyn.metadata.bids import anat_images, bids_entities, sidecar_path
 
 __all__ = [
     "DESCRIPTION_LABEL",
@@ -61,7 +57,6 @@ __all__ = [
 
 DESCRIPTION_LABEL = "tumsyn"
 BIDS_VERSION = "1.9.0"
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # Entities of the source that describe its contrast, not the synthesized one's.
 _SOURCE_CONTRAST_ENTITIES = ("ce", "rec", "desc")
 # The source data set's name in BIDS URIs (dataset_description's DatasetLinks).
@@ -83,7 +78,7 @@ class BidsJob:
 
     @property
     def sidecar(self) -> Path:
-        return self.output.with_name(self.output.name.removesuffix(".nii.gz") + ".json")
+        return sidecar_path(self.output)
 
 
 @dataclass
@@ -126,17 +121,13 @@ def find_sources(
         raise InputFileError(f"{root}: no such BIDS folder")
     matches = _source_matcher(source)
     excluded = Path(exclude).resolve() if exclude is not None else None
-    candidates = [*root.glob("sub-*/anat/*"), *root.glob("sub-*/ses-*/anat/*")]
-    sources = []
-    for path in sorted(candidates):
-        name = path.name
-        if name.startswith(".") or not name.lower().endswith(_NIFTI_SUFFIXES):
-            continue
-        if "sub" not in bids_entities(name)[0] or not matches(name) or not path.is_file():
-            continue
-        if excluded is not None and path.resolve().is_relative_to(excluded):
-            continue
-        sources.append(path)
+    sources = [
+        path
+        for path in anat_images(root)
+        if "sub" in bids_entities(path.name)[0]
+        and matches(path.name)
+        and not (excluded is not None and path.resolve().is_relative_to(excluded))
+    ]
     if not sources:
         raise InputFileError(
             f"{root}: no sub-*/[ses-*/]anat/*_{source}.nii[.gz] images (--source picks another "
@@ -167,7 +158,8 @@ def plan_jobs(
     """One job per source image of ``root`` (sorted), its output in the same folders of ``out``.
 
     Raises:
-        ConfigError: ``out`` is ``root`` itself (derivatives never go among the raw data).
+        ConfigError: ``out`` is ``root`` itself or lies in its (or another raw data set's)
+            ``sub-*`` folders: derivatives never go among the raw data.
         InputFileError: as :func:`find_sources`.
     """
     root, out = Path(root), Path(out)
@@ -176,6 +168,7 @@ def plan_jobs(
             f"{out}: the output folder is the BIDS folder itself; give a derivatives folder, "
             f"e.g. {root / 'derivatives' / 'tumsyn-synthesis'}"
         )
+    refuse_raw_bids_output(out / "dataset_description.json")
     jobs = []
     first: dict[Path, Path] = {}
     for path in find_sources(root, source=source, exclude=out):
@@ -229,70 +222,61 @@ def _bids_uri(root: Path, path: Path) -> str:
     return f"bids:{_SOURCE_LINK}:{path.relative_to(root).as_posix()}"
 
 
-def _write_description(path: Path, content: dict[str, Any]) -> None:
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-
-
 def synthesize_bids(
     root: str | os.PathLike,
     out: str | os.PathLike,
+    target: TargetLike = None,
     *,
-    prompt: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    fields: Mapping[str, Any] | None = None,
     source: str = "T1w",
     checkpoint: str | os.PathLike | None = None,
-    device: str = "auto",
-    patch_size: int | None = None,
-    overlap: int | None = None,
-    batch: int = 4,
-    precision: str = "auto",
-    nan_to_zero: bool = False,
+    options: SynthesisOptions | None = None,
     overwrite: bool = False,
     progress: bool = True,
     world: World | None = None,
 ) -> BidsSummary:
     """Synthesize the target for every source image of a BIDS folder into a derivatives folder.
 
-    The target is built per image as ``tumsyn synthesize`` builds it (:func:`synthesis_target`:
-    the prompt and/or ``overrides``, the modality's default protocol, age and sex from
-    ``participants.tsv``, the voxel size from the image). The model is loaded once, and only if
-    some output is missing. An image that fails (unreadable, bad metadata) is reported in the
-    summary and the others go on.
+    The target is built per image as :class:`Synthesizer` builds it (:func:`resolve_target`: a
+    modality's default protocol with age and sex from ``participants.tsv``, or a prompt; then
+    ``fields``; the voxel size from the image). The model is loaded once, and only if some output
+    is missing. An image that fails (unreadable, bad metadata) is reported in the summary and the
+    others go on.
 
     Args:
         root, out: the BIDS folder and the derivatives folder (made if missing).
+        target, fields: as for :meth:`Synthesizer.__call__`.
         source: which images to start from (see :func:`find_sources`).
+        options: patch and run settings (validated when made; the device per process comes from
+            ``world``).
         overwrite: redo outputs (and ``dataset_description.json``) that exist already.
         progress: a tqdm bar over this process's images.
         world: this process's rank and device (default: from torchrun's environment).
 
     Raises:
-        TumsynError: a bad request (no or unknown modality, inconsistent values, bad patch
-            settings), a missing or wrong checkpoint, no source image. Raised before any output
-            is written.
+        TumsynError: a bad request (no or unknown modality, inconsistent values), a missing or
+            wrong checkpoint, no source image, an output folder among the raw data. Raised
+            before any output is written.
     """
     from tqdm import tqdm
 
     root, out = Path(root), Path(out)
-    overrides = dict(overrides or {})
+    options = options or SynthesisOptions()
     meta = read_pipeline_metadata(checkpoint)
-    patch_size, overlap = patch_settings(meta, patch_size, overlap)
-    check_patch_settings(patch_size=patch_size, overlap=overlap, batch=batch)
-    modality = synthesis_target(None, prompt=prompt, overrides=overrides).modality
-    model_name = meta["extra"].get("name", Path(meta["path"]).name)
-    world = world or environment_world(device)
-    jobs = plan_jobs(root, out, str(modality), source=source)
+    modality = str(resolve_target(target, fields=fields).modality)
+    world = world or environment_world(options.device)
+    jobs = plan_jobs(root, out, modality, source=source)
     out.mkdir(parents=True, exist_ok=True)
     description = out / "dataset_description.json"
     if world.is_main and (overwrite or not description.exists()):
-        content = dataset_description(root, modality=str(modality), source=source, model=model_name)
-        _write_description(description, content)
+        model = meta["extra"].get("name", Path(meta["path"]).name)
+        save_json(
+            description, dataset_description(root, modality=modality, source=source, model=model)
+        )
 
-    participants = root / "participants.tsv"
     mine = jobs[world.rank :: world.size]
     summary = BidsSummary(jobs=len(mine), rank=world.rank, world_size=world.size)
-    model: LoadedPipeline | None = None
+    synthesizer: Synthesizer | None = None
     bar = tqdm(
         mine,
         unit="image",
@@ -308,27 +292,19 @@ def synthesize_bids(
         elif job.output.exists() and job.sidecar.exists() and not overwrite:
             summary.skipped.append(job.output)
         else:
-            if model is None:  # a model that cannot be loaded stops the batch
-                model = open_pipeline(checkpoint, device=world.device)
-            try:
-                target = synthesis_target(
-                    job.source,
-                    prompt=prompt,
-                    overrides=overrides,
-                    participants=participants if participants.is_file() else None,
+            if synthesizer is None:  # a model that cannot be loaded stops the batch
+                synthesizer = Synthesizer.from_checkpoint(
+                    checkpoint, options=options.replace(device=str(world.device))
                 )
+            try:
                 job.output.parent.mkdir(parents=True, exist_ok=True)
                 result = synthesize_file(
+                    synthesizer,
                     job.source,
                     job.output,
                     target,
-                    model=model,
-                    patch_size=patch_size,
-                    overlap=overlap,
-                    batch=batch,
-                    precision=precision,
-                    nan_to_zero=nan_to_zero,
                     sidecar_fields={"Sources": [_bids_uri(root, job.source)]},
+                    **dict(fields or {}),
                 )
             except (TumsynError, OSError) as error:
                 summary.failed.append((job.source, str(error)))

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from tumsyn.errors import ConfigError, MetadataError
 from tumsyn.metadata.record import ImagingMetadata
-from tumsyn.yamlfiles import read_yaml
+from tumsyn.yamlfiles import read_packaged_or_path_yaml
 
 __all__ = ["PACKAGED_PROTOCOLS", "Protocol", "default_protocol", "load_protocols"]
 
@@ -39,14 +37,6 @@ class Protocol:
 
     name: str
     metadata: ImagingMetadata
-
-
-def _read(source: str | os.PathLike) -> tuple[Any, str]:
-    if str(source) in PACKAGED_PROTOCOLS:
-        text = (resources.files("tumsyn.metadata") / "protocols" / f"{source}.yaml").read_text()
-        return yaml.safe_load(text), f"protocols '{source}'"
-    missing = f"no such protocol file (or use a packaged one: {', '.join(PACKAGED_PROTOCOLS)})"
-    return read_yaml(source, missing=missing), str(source)
 
 
 def _protocol(entry: Any, where: str) -> Protocol:
@@ -79,7 +69,8 @@ def load_protocols(source: str | os.PathLike = "default") -> list[Protocol]:
         ConfigError: missing file, bad YAML, unknown settings, invalid values, or two protocols
             with the same name and modality.
     """
-    content, where = _read(source)
+    folder = resources.files("tumsyn.metadata") / "protocols"
+    content, where = read_packaged_or_path_yaml(source, folder, kind="protocol set")
     if not isinstance(content, dict) or not isinstance(content.get("protocols"), list):
         raise ConfigError(f"{where}: expected a top-level 'protocols:' list")
     if set(content) != {"protocols"}:

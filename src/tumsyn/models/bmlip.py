@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
+from tumsyn.config import StrictConfig
 from tumsyn.models.image_encoders import (
     ModifiedResNet3D,
     ViT3D,
     check_resnet_args,
     check_vit_args,
 )
-from tumsyn.models.registry import StrictConfig, register
+from tumsyn.models.registry import register
 from tumsyn.models.text_encoder import TextEncoder, check_text_encoder_args
 
 __all__ = [

@@ -83,11 +83,13 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if _SPEC_KEY not in metadata:
         raise ConfigError(f"{path}: a safetensors file without a tumsyn model spec")
-    return {
-        "spec": json.loads(metadata[_SPEC_KEY]),
-        "extra": json.loads(metadata.get(_EXTRA_KEY, "{}")),
-        "version": metadata.get("tumsyn_version"),
-    }
+    try:
+        spec, extra = json.loads(metadata[_SPEC_KEY]), json.loads(metadata.get(_EXTRA_KEY, "{}"))
+    except ValueError:
+        spec, extra = None, None
+    if not isinstance(spec, dict) or "name" not in spec or not isinstance(extra, dict):
+        raise ConfigError(f"{path}: the checkpoint's recorded model spec is damaged")
+    return {"spec": spec, "extra": extra, "version": metadata.get("tumsyn_version")}
 
 
 def _saved_by_torch(path: Path) -> bool:
@@ -115,7 +117,14 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     with safe_open(str(path), framework="pt", device=str(device)) as handle:
         state = {key: handle.get_tensor(key).clone() for key in handle.keys()}  # noqa: SIM118
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:2] or [str(error)]
+        raise ConfigError(
+            f"{path}: the weights do not fit the model the checkpoint describes "
+            f"({first[0].strip()}); the file is damaged or was edited"
+        ) from None
     ensure_materialised(model)
     model.spec = spec
     return model.eval()

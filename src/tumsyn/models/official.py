@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from tumsyn.errors import ConfigError, InputFileError
+from tumsyn.io import refuse_overwriting_inputs
 from tumsyn.models.checkpoint import ensure_materialised, save_checkpoint
 from tumsyn.models.pipeline import TextTowerConfig, make_pipeline
 from tumsyn.models.registry import build
@@ -181,6 +182,9 @@ def convert_official(
             synthesize --checkpoint`` takes; without it, the one model of ``source``.
     """
     source = Path(source)
+    if not str(target).endswith(".safetensors"):
+        raise ConfigError(f"{target}: the converted checkpoint must end in .safetensors")
+    refuse_overwriting_inputs(target, source, *([] if text is None else [text]))
     if text is None:
         model = load_official(source)
         return save_checkpoint(target, model, extra={"converted_from": source.name})

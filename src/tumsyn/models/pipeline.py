@@ -15,8 +15,9 @@ import torch
 from pydantic import PositiveInt, model_validator
 from torch import nn
 
+from tumsyn.config import StrictConfig
 from tumsyn.models.bmlip import TextConfig
-from tumsyn.models.registry import StrictConfig, build, load_config, register
+from tumsyn.models.registry import build, load_config, register
 from tumsyn.models.synth import SynthesisNetwork
 from tumsyn.models.text_encoder import TextEncoder, check_text_encoder_args
 from tumsyn.text import tokenize

@@ -12,22 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
-from tumsyn.yamlfiles import read_yaml
+from tumsyn.yamlfiles import packaged_yaml_names, read_packaged_or_path_yaml
 
-__all__ = ["StrictConfig", "build", "list_configs", "load_config", "register"]
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
-
-class StrictConfig(BaseModel):
-    """Base of every config section: unknown keys are errors, values are checked, immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
+__all__ = ["build", "list_configs", "load_config", "register"]
 
 _FAMILIES: dict[str, tuple[type[StrictConfig], Callable[[Any], Any]]] = {}
 
@@ -42,30 +38,14 @@ def register(name: str, config_class: type[StrictConfig]) -> Callable:
     return decorator
 
 
-def _configs_folder():
+def _configs_folder() -> Traversable:
+    """Where the named configurations ship: found through the package, so installs work too."""
     return resources.files("tumsyn") / "configs"
 
 
 def list_configs() -> list[str]:
     """Names of the packaged configurations."""
-    return sorted(
-        entry.name.removesuffix(".yaml")
-        for entry in _configs_folder().iterdir()
-        if entry.name.endswith(".yaml")
-    )
-
-
-def _read(source: str | os.PathLike) -> tuple[Any, str]:
-    if isinstance(source, str) and source in list_configs():
-        return yaml.safe_load((_configs_folder() / f"{source}.yaml").read_text()), source
-    missing = f"no such configuration file or packaged name (packaged: {', '.join(list_configs())})"
-    return read_yaml(source, missing=missing), str(source)
-
-
-def _first_error(error: ValidationError) -> str:
-    detail = error.errors()[0]
-    where = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-    return f"{where}: {detail['msg']}"
+    return packaged_yaml_names(_configs_folder())
 
 
 def load_config(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -76,7 +56,10 @@ def load_config(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
     Raises:
         ConfigError: unknown name or file, bad YAML, unknown family, unknown keys, wrong types.
     """
-    content, where = (dict(source), "config") if isinstance(source, Mapping) else _read(source)
+    if isinstance(source, Mapping):
+        content, where = dict(source), "config"
+    else:
+        content, where = read_packaged_or_path_yaml(source, _configs_folder(), kind="configuration")
     if not isinstance(content, dict) or set(content) - {"name", "args"} or "name" not in content:
         raise ConfigError(f"{where}: expected a mapping with 'name' and 'args'")
     family = content["name"]
@@ -88,7 +71,7 @@ def load_config(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
     try:
         config = config_class(**(content.get("args") or {}))
     except ValidationError as error:
-        raise ConfigError(f"{where}: {_first_error(error)}") from None
+        raise ConfigError(f"{where}: {validation_message(error)}") from None
     except TypeError as error:
         raise ConfigError(f"{where}: 'args' must be a mapping ({error})") from None
     return {"name": family, "args": config.model_dump(mode="json")}

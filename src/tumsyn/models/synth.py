@@ -14,9 +14,10 @@ import torch
 from pydantic import model_validator
 from torch import nn
 
+from tumsyn.config import StrictConfig
 from tumsyn.models.fusion import GlobalTextFusion, VoxelCrossAttentionFusion
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder
-from tumsyn.models.registry import StrictConfig, register
+from tumsyn.models.registry import register
 from tumsyn.models.residual_encoder import ResidualEncoder3D
 
 __all__ = ["SynthConfig", "SynthesisNetwork"]

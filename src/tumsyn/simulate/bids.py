@@ -7,21 +7,19 @@ and :func:`cohort_subject` rebuilds any subject later (for the exact truth of an
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tumsyn import __version__
 from tumsyn.errors import MetadataError, TumsynError
-from tumsyn.io import atomic_output, save_nifti
-from tumsyn.metadata import Protocol, bids_image_name, sidecar_from_metadata
+from tumsyn.io import atomic_output, save_json, save_nifti
+from tumsyn.metadata import Protocol, bids_image_name, sidecar_from_metadata, sidecar_path
 from tumsyn.simulate.anatomy import Anatomy, build_anatomy, draw_anatomy
 from tumsyn.simulate.render import draw_scan_settings, scan
 from tumsyn.simulate.sequences import signal
@@ -95,11 +93,6 @@ def check_protocols(protocols: Sequence[Protocol]) -> None:
             ) from None
 
 
-def _write_json(path: Path, content: Any) -> None:
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-
-
 def _simulate_subject(job: tuple[Path, CohortSettings, tuple[Protocol, ...], int]) -> dict:
     """Write one subject's images, sidecars and tissue maps; return its participants row."""
     root, settings, protocols, index = job
@@ -118,14 +111,14 @@ def _simulate_subject(job: tuple[Path, CohortSettings, tuple[Protocol, ...], int
         data, affine = scan(anatomy, metadata, scan_settings)
         name = bids_image_name(label, str(metadata.modality), acq=protocol.name)
         save_nifti(anat / name, data, affine)
-        _write_json(anat / name.replace(".nii.gz", ".json"), sidecar_from_metadata(metadata))
+        save_json(sidecar_path(anat / name), sidecar_from_metadata(metadata))
         scans[name] = asdict(scan_settings)
     derivatives = root / DERIVATIVES / f"sub-{label}" / "anat"
     derivatives.mkdir(parents=True, exist_ok=True)
     for tissue in TISSUES:
         path = derivatives / f"sub-{label}_label-{tissue}_probseg.nii.gz"
         save_nifti(path, anatomy.fraction(tissue), anatomy.grid.affine, dtype=np.uint8)
-    _write_json(
+    save_json(
         derivatives / f"sub-{label}_simulation.json",
         {
             "cohort": asdict(settings),
@@ -139,7 +132,7 @@ def _simulate_subject(job: tuple[Path, CohortSettings, tuple[Protocol, ...], int
 
 def _dataset_files(root: Path, settings: CohortSettings, rows: list[dict]) -> None:
     generated_by = [{"Name": "tumsyn", "Version": __version__, "Description": "tumsyn simulate"}]
-    _write_json(
+    save_json(
         root / "dataset_description.json",
         {
             "Name": f"tumsyn simulated cohort (seed {settings.seed}, {settings.subjects} subjects)",
@@ -150,7 +143,7 @@ def _dataset_files(root: Path, settings: CohortSettings, rows: list[dict]) -> No
             "GeneratedBy": generated_by,
         },
     )
-    _write_json(
+    save_json(
         root / DERIVATIVES / "dataset_description.json",
         {
             "Name": "tumsyn simulation truth: tissue fractions and simulation parameters",
@@ -170,7 +163,7 @@ def _dataset_files(root: Path, settings: CohortSettings, rows: list[dict]) -> No
     )
     with atomic_output(root / "README") as temporary:
         temporary.write_text(readme, encoding="utf-8")
-    _write_json(
+    save_json(
         root / "participants.json",
         {
             "age": {"Description": "age of the virtual subject", "Units": "year"},

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import PositiveFloat, PositiveInt, ValidationError
 
+from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
-from tumsyn.models.registry import StrictConfig
 from tumsyn.yamlfiles import read_yaml
 
 __all__ = [
@@ -112,6 +112,4 @@ def load_train_config(
     try:
         return config_class(**content)
     except ValidationError as error:
-        detail = error.errors()[0]
-        where = ".".join(str(part) for part in detail["loc"])
-        raise ConfigError(f"{path}: {where}: {detail['msg']}") from None
+        raise ConfigError(f"{path}: {validation_message(error)}") from None

@@ -18,11 +18,11 @@ from tumsyn.data import (
     VolumeCache,
     WholeVolumes,
 )
+from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
 from tumsyn.models import BMLIP, build, contrastive_loss
 from tumsyn.text import tokenize
 from tumsyn.train.config import ContrastiveTrainConfig
-from tumsyn.train.distributed import World
 from tumsyn.train.loop import Stage, run_records, train
 
 __all__ = ["train_contrastive"]

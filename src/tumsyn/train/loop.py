@@ -9,10 +9,15 @@ Files in the run folder (rank 0 writes; every write is atomic):
 
 - ``model.safetensors``: the weights and spec (``tumsyn.models.load_checkpoint`` rebuilds it), with
   the step and the latest metrics;
-- ``state.pt``: optimiser, schedule, position and random states, for ``--resume`` (read with
-  ``torch.load(weights_only=True)``);
+- ``state.pt``: weights, optimiser, schedule, position and random states, for ``--resume`` (read
+  with ``torch.load(weights_only=True)``);
 - ``metrics.csv``: one row per step (loss, learning rate, samples/s; validation columns every
   ``validate_every`` steps), and TensorBoard events when ``tensorboard`` is installed.
+
+A checkpoint writes ``metrics.csv``, then ``state.pt``, then ``model.safetensors``, so a run killed
+at any moment resumes from one consistent step: ``state.pt`` alone decides where (its own weights,
+not ``model.safetensors``, which may be one checkpoint behind), and ``metrics.csv`` rows past that
+step are dropped. Temporary files of a write the kill interrupted are deleted on the next start.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
-from tumsyn.io import atomic_output
+from tumsyn.io import atomic_output, remove_stale_temporaries
 from tumsyn.models.checkpoint import save_checkpoint
 from tumsyn.train.config import ContrastiveTrainConfig, SynthesisTrainConfig
-from tumsyn.train.distributed import World
 from tumsyn.train.optim import make_optimizer, make_scheduler
 from tumsyn.train.sampling import ResumableBatches
 
@@ -128,9 +133,14 @@ class _MetricsLog:
 
 
 def _save(folder, model, optimizer, scheduler, position, metrics, extra) -> None:
+    """Write ``state.pt``, weights included, then ``model.safetensors``.
+
+    Each write is atomic, but a kill can fall between the two; resuming reads the weights from
+    ``state.pt``, so they always belong to the step of the optimiser and position beside them.
+    """
     step, epoch, batch = position
-    save_checkpoint(folder / MODEL_FILE, model, extra={**extra, "step": step, "metrics": metrics})
     state = {
+        "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "position": torch.tensor([step, epoch, batch]),
@@ -138,15 +148,28 @@ def _save(folder, model, optimizer, scheduler, position, metrics, extra) -> None
     }
     with atomic_output(folder / STATE_FILE) as temporary:
         torch.save(state, temporary)
+    save_checkpoint(folder / MODEL_FILE, model, extra={**extra, "step": step, "metrics": metrics})
+
+
+def _remove_interrupted_writes(folder: Path) -> None:
+    """Delete what a killed run left half-written, so the run folder holds only finished files."""
+    for name in (MODEL_FILE, STATE_FILE, METRICS_FILE):
+        remove_stale_temporaries(folder / name)
+
+
+def _older_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of a run whose ``state.pt`` predates them being stored there."""
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / MODEL_FILE))
 
 
 def _load(folder: Path, model, optimizer, scheduler) -> tuple[int, int, int]:
-    from safetensors.torch import load_file
-
-    if not (folder / STATE_FILE).is_file() or not (folder / MODEL_FILE).is_file():
-        raise ConfigError(f"{folder}: nothing to resume (no {STATE_FILE} and {MODEL_FILE})")
-    model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    """Restore everything from ``state.pt`` alone; return the (step, epoch, batch) to go on from."""
+    if not (folder / STATE_FILE).is_file():
+        raise ConfigError(f"{folder}: nothing to resume (no {STATE_FILE})")
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state else _older_weights(folder))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
@@ -175,6 +198,7 @@ def train(
         if not resume and (folder / STATE_FILE).exists():
             raise ConfigError(f"{folder}: a run is already there; pass --resume or change 'out'")
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_interrupted_writes(folder)
     model = stage.model.to(world.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config.optimizer, trainable)
@@ -232,9 +256,9 @@ def train(
             if step >= last:
                 break
             if world.is_main and step % config.checkpoint_every == 0:
+                log.flush()
                 _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics,
                       stage.extra)  # fmt: skip
-                log.flush()
         else:
             epoch, position = epoch + 1, 0
     bar.close()
@@ -242,8 +266,8 @@ def train(
     if world.size > 1:
         extra["ranks_identical"] = _ranks_identical(model)
     if world.is_main:
-        _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics, extra)
         log.flush()
+        _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics, extra)
     return TrainResult(folder, model, step)
 
 

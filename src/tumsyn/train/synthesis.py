@@ -21,13 +21,13 @@ from tumsyn.data import (
     VolumeCache,
     paired_records,
 )
+from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
 from tumsyn.metadata import prompt_without_subject
 from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
 from tumsyn.models.liif import sample_grid
 from tumsyn.text import tokenize
 from tumsyn.train.config import SynthesisTrainConfig
-from tumsyn.train.distributed import World
 from tumsyn.train.loop import Stage, run_records, train
 from tumsyn.train.sampling import EpochShuffle
 

@@ -1,0 +1,231 @@
+"""The Python API of synthesis: load a pipeline once, then turn images into other contrasts.
+
+    >>> import tumsyn
+    >>> synth = tumsyn.Synthesizer.from_checkpoint()          # doctest: +SKIP
+    >>> flair = synth("sub-01_T1w.nii.gz", "FLAIR")             # doctest: +SKIP
+    >>> flair.prompt, flair.warnings                            # doctest: +SKIP
+
+A :class:`Synthesizer` holds the model and the validated :class:`SynthesisOptions`; calling it
+reads nothing but the image it is given and writes nothing (file output is
+:func:`tumsyn.infer.files.synthesize_file`). It keeps no state between calls, so one instance
+serves many images, from several threads at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from tumsyn.data.volumes import NORMALISERS
+from tumsyn.distributed import environment_world
+from tumsyn.errors import ConfigError, ImageError
+from tumsyn.infer.coverage import coverage_warnings
+from tumsyn.infer.loading import read_pipeline_metadata
+from tumsyn.infer.options import SynthesisOptions
+from tumsyn.infer.target import checked_prompt, resolve_target
+from tumsyn.infer.volume import synthesize_volume
+from tumsyn.io import Volume, as_volume, check_grid_size, load_nifti, nifti_image
+from tumsyn.metadata import ImagingMetadata
+from tumsyn.models.checkpoint import load_checkpoint
+from tumsyn.models.pipeline import SynthesisPipeline
+
+__all__ = ["ImageLike", "SynthesizedImage", "Synthesizer", "TargetLike"]
+
+ImageLike = str | os.PathLike | nib.spatialimages.SpatialImage | np.ndarray | torch.Tensor
+TargetLike = str | ImagingMetadata | None
+
+
+class SynthesizedImage(nib.Nifti1Image):
+    """A synthesized image (a nibabel ``Nifti1Image``) with what made it.
+
+    Attributes:
+        prompt: the prompt the model was given.
+        metadata: the target metadata behind the prompt.
+        warnings: sentences on how the target lies outside the model's training data (the output
+            is then an extrapolation); empty when it does not.
+    """
+
+    prompt: str = ""
+    metadata: ImagingMetadata | None = None
+    warnings: tuple[str, ...] = ()
+
+
+class Synthesizer:
+    """A loaded synthesis pipeline and its options: ``synth(image, target) -> image``.
+
+    Make one with :meth:`from_checkpoint`. The model is on its device and in eval mode; the
+    checkpoint's facts (name, training coverage, input scaling) travel with it.
+
+    Args:
+        pipeline: text tower + synthesis network.
+        meta: what the checkpoint records (``spec``, ``extra``, ``path``).
+        options: patch and run settings, with the patch size and overlap resolved.
+        device: where the pipeline is.
+    """
+
+    def __init__(
+        self,
+        pipeline: SynthesisPipeline,
+        meta: dict[str, Any],
+        options: SynthesisOptions,
+        device: torch.device,
+    ) -> None:
+        if options.patch_size is None or options.overlap is None:
+            options = options.with_recommendation(meta["extra"].get("patch_settings", {}))
+        self.pipeline, self.meta, self.options, self.device = pipeline, meta, options, device
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike | None = None,
+        *,
+        options: SynthesisOptions | None = None,
+        **option_values: Any,
+    ) -> Synthesizer:
+        """Load a pipeline checkpoint (default: the bundled ``tumsyn-tiny``).
+
+        Args:
+            checkpoint: a ``.safetensors`` pipeline (``tumsyn convert-official`` makes one of the
+                official weights), or ``None`` for the bundled model.
+            options: the settings, or give them as keywords (``device="cpu"``, ``patch_size=48``);
+                they are validated before the checkpoint is read.
+
+        Raises:
+            OptionError, ConfigError: a bad option; a checkpoint that is not a pipeline.
+            InputFileError: no such checkpoint.
+        """
+        if options is not None and option_values:
+            raise ConfigError("give the options either as an object or as keywords, not both")
+        options = options if options is not None else SynthesisOptions(**option_values)
+        meta = read_pipeline_metadata(checkpoint)
+        options = options.with_recommendation(meta["extra"].get("patch_settings", {}))
+        device = environment_world(options.device).device  # under torchrun: LOCAL_RANK's GPU
+        return cls(load_checkpoint(meta["path"], device=device), meta, options, device)
+
+    @property
+    def name(self) -> str:
+        """The model's recorded name (or its file name)."""
+        return self.meta["extra"].get("name", Path(self.meta["path"]).name)
+
+    def with_options(self, **changes: Any) -> Synthesizer:
+        """The same loaded model with other options (the device cannot change)."""
+        if "device" in changes:
+            raise ConfigError("the device is chosen when the model is loaded (from_checkpoint)")
+        return Synthesizer(self.pipeline, self.meta, self.options.replace(**changes), self.device)
+
+    def target(
+        self,
+        target: TargetLike = None,
+        *,
+        source: str | os.PathLike | None = None,
+        source_voxel_size: tuple[float, float, float] | None = None,
+        **fields: Any,
+    ) -> ImagingMetadata:
+        """The complete target metadata for a request (see :func:`resolve_target`)."""
+        return resolve_target(
+            target, fields=fields, source=source, source_voxel_size=source_voxel_size
+        )
+
+    def __call__(
+        self,
+        image: ImageLike,
+        target: TargetLike = None,
+        *,
+        affine: np.ndarray | None = None,
+        progress: Callable[[Iterator], Iterator] | None = None,
+        **fields: Any,
+    ) -> SynthesizedImage:
+        """Synthesize ``target`` from ``image``.
+
+        Args:
+            image: a NIfTI path, a nibabel image, or a 3D array (numpy or torch) with ``affine``.
+            target: a modality name (its packaged default protocol: ``"FLAIR"``), a full prompt,
+                an :class:`ImagingMetadata`, or ``None`` with ``modality=...`` among ``fields``.
+            fields: metadata fields that win over the target's (``te=100``, ``age=70``,
+                ``voxel_size=(0.8, 0.8, 0.8)``). Without a voxel size the input's is kept.
+            progress: wraps the iterator over patch batches (e.g. ``tqdm``).
+
+        Returns:
+            The synthesized image on the input's field of view in world space, at the target
+            voxel size, with ``prompt``, ``metadata`` and ``warnings``.
+
+        Raises:
+            ImageError, InputFileError: an unusable image; MetadataError, PromptTooLongError: an
+            unusable target.
+        """
+        source_path = Path(image) if isinstance(image, (str, os.PathLike)) else None
+        volume = self._volume(image, affine)
+        metadata = self.target(
+            target, source=source_path, source_voxel_size=volume.voxel_size, **fields
+        )
+        return self.synthesize_volume(volume, metadata, progress=progress)
+
+    def synthesize_volume(
+        self,
+        volume: Volume,
+        metadata: ImagingMetadata,
+        *,
+        progress: Callable[[Iterator], Iterator] | None = None,
+    ) -> SynthesizedImage:
+        """The core of :meth:`__call__` for a checked volume and a complete target."""
+        if metadata.voxel_size is None or metadata.modality is None:
+            raise ConfigError("the target needs a modality and a voxel size")
+        prompt = checked_prompt(metadata)
+        options = self.options
+        result = synthesize_volume(
+            self._predictor(prompt),
+            volume,
+            metadata.voxel_size,
+            patch_size=options.patch_size,
+            overlap=options.overlap,
+            blend=options.blend,
+            batch=options.batch,
+            device=self.device,
+            normalise=NORMALISERS[self.meta["extra"].get("input_normalisation", "tumsyn")],
+            progress=progress,
+        )
+        output = nifti_image(result.data, result.affine, image_class=SynthesizedImage)
+        output.prompt, output.metadata = prompt, metadata
+        output.warnings = tuple(coverage_warnings(metadata, self.meta["extra"].get("coverage", {})))
+        return output
+
+    def _volume(self, image: ImageLike, affine: np.ndarray | None) -> Volume:
+        """The source as a checked :class:`Volume`, whichever form it came in."""
+        nan_to_zero = self.options.nan_to_zero
+        if isinstance(image, (str, os.PathLike)):
+            if affine is not None:
+                raise ImageError("an affine goes with an array, not with a file (it has its own)")
+            return load_nifti(image, nan_to_zero=nan_to_zero)
+        if isinstance(image, nib.spatialimages.SpatialImage):
+            name = image.get_filename() or "image"
+            check_grid_size(image.shape[:3], name)
+            data = np.asarray(image.dataobj, dtype=np.float32)
+            return as_volume(data, image.affine, name=name, nan_to_zero=nan_to_zero)
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            if affine is None:
+                raise ImageError("an array needs its affine: synth(array, target, affine=...)")
+            data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+            return as_volume(data, affine, name="array", nan_to_zero=nan_to_zero)
+        raise ImageError(
+            "expected a NIfTI path, a nibabel image or an array with its affine, got "
+            f"{type(image).__name__}"
+        )
+
+    def _predictor(self, prompt: str) -> Callable[..., torch.Tensor]:
+        """The network with ``prompt`` bound, in the requested precision."""
+        predict = self.pipeline.predictor(prompt)
+        precision, device_type = self.options.precision, self.device.type
+        if precision == "fp32" or (precision == "auto" and device_type != "cuda"):
+            return predict
+
+        def predict_bf16(*args: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                return predict(*args)
+
+        return predict_bf16
