@@ -104,7 +104,7 @@ BAD_COMMANDS = {
     "4D image": (["info", "{4d}"], "expected a 3D image, got 4D"),
     "empty image": (["info", "{empty}"], "empty"),
     "all-zero image": (["info", "{zeros}"], "every voxel is zero"),
-    "NaN image": (["info", "{nan}"], "NaN or infinite; fix the image or read them as 0 (--nan-to-zero"),
+    "NaN image": (["info", "{nan}"], "NaN or infinite; fix the image or read them as 0"),
     "not NIfTI content": (["info", "{text}"], "cannot be read as NIfTI"),
     "missing file": (["info", "{missing}"], "no such file"),
     "unknown modality": (["prompt", "--modality", "DWI"], "unknown modality 'DWI'"),
@@ -113,7 +113,6 @@ BAD_COMMANDS = {
     "absurd voxel": (["prompt", "--voxel-size", "1", "1", "12"], "voxel_size 12.0 mm"),
     "absurd age": (["prompt", "--age", "150"], "age 150.0 years"),
     "malformed prompt": (["prompt", "--text", "Age: 3; Gender: F"], "lacks the field(s) 'Scanner'"),
-    "sidecar in ms": (["prompt", "--sidecar", "{sidecar_ms}"], "looks like milliseconds"),
     "two sources": (["prompt", "--text", "x", "--dicom", "y"], "only one of"),
     "not a number": (["prompt", "--tr", "fast"], "invalid float value: 'fast'"),
     "too few voxel sizes": (["prompt", "--voxel-size", "1", "1"], "expected 3 arguments"),
@@ -135,6 +134,13 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, bad_files, case: str)
     assert len(err.strip().splitlines()) == 1, err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_a_sidecar_in_ms_is_a_one_line_warning_not_an_error(capsys, bad_files) -> None:
+    code, out, err = run(capsys, "prompt", "--sidecar", str(bad_files["sidecar_ms"]))
+    assert code == 0 and "(2300.0, None, None, None)" in out
+    assert err.count("\n") == 1 and err.startswith("tumsyn prompt: warning: ")
+    assert "RepetitionTime" in err and "milliseconds" in err
 
 
 def test_nan_to_zero_flag(capsys, bad_files) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "check_grid_size",
     "load_nifti",
     "nifti_image",
+    "read_grid",
     "refuse_overwriting_inputs",
     "remove_stale_temporaries",
     "save_json",
@@ -175,6 +176,39 @@ def as_volume(
     return Volume(data=data, affine=check_affine(affine, name))
 
 
+def _open_nifti(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """The image object of a NIfTI file, its header checked and its data not yet read."""
+    if path.is_dir():
+        raise InputFileError(f"{path}: a folder, not an image file; give a .nii or .nii.gz file")
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{path}: not readable (check its permissions)")
+    if not _is_nifti_name(path):
+        raise ImageError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name)")
+    try:
+        image = nib.load(path)
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as error:
+        raise ImageError(f"{path}: cannot be read as NIfTI ({error})") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageError(f"{path}: not a NIfTI image ({type(image).__name__})")
+    check_grid_size(image.shape[:3], str(path))
+    return image
+
+
+def read_grid(path: str | os.PathLike) -> Grid:
+    """The voxel grid of a NIfTI file from its header alone (checked as :func:`load_nifti` does).
+
+    Raises:
+        InputFileError, ImageError: as :func:`load_nifti`, for what the header shows.
+    """
+    path = Path(path)
+    image = _open_nifti(path)
+    if len(image.shape) < 3:
+        raise ImageError(f"{path}: expected a 3D image, got {len(image.shape)}D")
+    return Grid(tuple(image.shape[:3]), check_affine(image.affine, str(path)))  # type: ignore[arg-type]
+
+
 def load_nifti(
     path: str | os.PathLike, *, reorient_to_ras: bool = False, nan_to_zero: bool = False
 ) -> Volume:
@@ -192,22 +226,11 @@ def load_nifti(
             the header, before reading the data), or refused by :func:`as_volume`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise InputFileError(f"{path}: not readable (check its permissions)")
-    if not _is_nifti_name(path):
-        raise ImageError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name)")
+    image = _open_nifti(path)
     try:
-        image = nib.load(path)
-        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise ImageError(f"{path}: not a NIfTI image ({type(image).__name__})")
-        check_grid_size(image.shape[:3], str(path))
         if reorient_to_ras:
             image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float32)
-    except ImageError:
-        raise
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as error:
         raise ImageError(f"{path}: cannot be read as NIfTI ({error})") from None
     return as_volume(data, image.affine, name=str(path), nan_to_zero=nan_to_zero)
@@ -251,7 +274,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     if not path.parent.is_dir():
         raise InputFileError(f"{path.parent}: output folder does not exist")
     suffix = "".join(path.suffixes[-2:]) if _is_nifti_name(path) else path.suffix
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    remove_stale_temporaries(path)
+    prefix = f".{path.name}.{os.getpid()}-"  # the writer's PID tells a stale file from a live one
+    handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
         yield Path(temporary)
@@ -266,21 +291,45 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files :func:`atomic_output` left beside ``path``; return them.
+    """Delete the temporary files that killed writers of ``path`` left beside it; return them.
 
     A process killed outright (SIGKILL, out of memory, power loss) never runs the clean-up of
-    :func:`atomic_output`, so its half-written ``.<name>.*`` file stays. Call this only where no
-    other process is writing ``path`` at the same time (a run folder that one run owns).
+    :func:`atomic_output`, so its half-written ``.<name>.<pid>-*`` file stays. Such a file is stale
+    when its writer's process is gone; a live writer's (another rank, another run writing the
+    same name) is left alone. :func:`atomic_output` calls this before every write, so the next
+    write of a path clears what an interrupted one left.
     """
     path = Path(path)
     if not path.parent.is_dir():
         return []
     prefix = f".{path.name}."
-    stale = [e for e in path.parent.iterdir() if e.name.startswith(prefix) and e.is_file()]
+    stale = [
+        entry
+        for entry in path.parent.iterdir()
+        if entry.name.startswith(prefix)
+        and not _writer_alive(entry.name[len(prefix) :])
+        and entry.is_file()
+    ]
     for entry in stale:
         with contextlib.suppress(FileNotFoundError):
             entry.unlink()
     return stale
+
+
+def _writer_alive(rest: str) -> bool:
+    """Whether the process whose PID starts ``rest`` (``"1234-abcd.nii.gz"``) still runs."""
+    pid = rest.split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def save_json(path: str | os.PathLike, content: Any) -> Path:

@@ -17,7 +17,7 @@ from tumsyn.data import (
     load_index,
     split_subjects,
 )
-from tumsyn.errors import ConfigError, InputFileError, MetadataError
+from tumsyn.errors import ConfigError, InputFileError, MetadataError, MetadataWarning
 from tumsyn.metadata import (
     MODALITIES,
     ImagingMetadata,
@@ -79,14 +79,15 @@ def test_bids_sessions_and_images_without_sidecar(tmp_path, records):
     assert "Modality: FLAIR" in indexed.prompt and "TR" in indexed.prompt
 
 
-def test_bids_sidecar_in_wrong_units_names_the_file(tmp_path, records):
+def test_bids_sidecar_in_wrong_units_is_read_as_ms_with_a_warning(tmp_path, records):
     source = _by_modality(records, "sub-001")["T1w"].path
     anat = tmp_path / "sub-01" / "anat"
     anat.mkdir(parents=True)
     shutil.copy(source, anat / "sub-01_T1w.nii.gz")
     (anat / "sub-01_T1w.json").write_text(json.dumps({"RepetitionTime": 2300}))
-    with pytest.raises(MetadataError, match=r"sub-01_T1w\.json.*milliseconds"):
-        index_bids(tmp_path)
+    with pytest.warns(MetadataWarning, match=r"sub-01_T1w\.json.*milliseconds"):
+        (record,) = index_bids(tmp_path)
+    assert record.metadata.tr == 2300
 
 
 def test_manifest_with_metadata_columns(tmp_path, records):

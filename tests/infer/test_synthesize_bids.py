@@ -24,9 +24,9 @@ import torch
 
 from tumsyn import __version__
 from tumsyn.cli import main
-from tumsyn.infer.bids import derivative_name, find_sources, synthesize_bids
 from tumsyn.distributed import World
 from tumsyn.infer import SynthesisOptions
+from tumsyn.infer.bids import derivative_name, find_sources, synthesize_bids
 
 FAST = ["--patch-size", "16", "--overlap", "4"]
 SHAPE = (16, 16, 16)
@@ -234,7 +234,7 @@ def test_a_bad_image_fails_alone(bids_root: Path, tmp_path: Path) -> None:
         (["--target", "FLAIR", "--tr", "100", "--te", "200"], "TE"),
         (["--target", "FLAIR", "--source", "T1map"], "no sub-*/[ses-*/]anat/*_T1map.nii[.gz]"),
         (["--target", "FLAIR", "--checkpoint", "none.safetensors"], "no such checkpoint"),
-        (["--target", "FLAIR", "--patch-size", "16", "--overlap", "16"], "--overlap 16: expected less than"),
+        (["--target", "FLAIR", "--patch-size", "16", "--overlap", "16"], "--overlap 16: expected"),
     ],
 )
 def test_bad_requests_exit_2_and_write_nothing(bids_root, tmp_path, arguments, message) -> None:

@@ -12,8 +12,8 @@ import torch
 from tumsyn.cli import main
 from tumsyn.evaluate.metrics import dark_to_bright_ratio
 from tumsyn.examples import example_t1w
-from tumsyn.infer.coverage import coverage_from_prompts, coverage_warnings
 from tumsyn.infer import SynthesisOptions
+from tumsyn.infer.coverage import coverage_from_prompts, coverage_warnings
 from tumsyn.io import load_nifti
 from tumsyn.metadata import ImagingMetadata, format_prompt, load_protocols
 from tumsyn.models import build, make_pipeline, save_checkpoint

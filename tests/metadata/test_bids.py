@@ -89,11 +89,11 @@ def test_sidecar_errors_name_the_file(tmp_path: Path) -> None:
         metadata_from_sidecar(broken)
     with pytest.raises(InputFileError):
         metadata_from_sidecar(tmp_path / "missing.json")
+    broken.write_text("[1, 2]")
     with pytest.raises(MetadataError, match="a BIDS sidecar must hold a JSON object"):
-        broken.write_text("[1, 2]")
         metadata_from_sidecar(broken)
+    broken.write_bytes(b"\xff\xfe{")
     with pytest.raises(MetadataError, match="not valid JSON"):
-        broken.write_bytes(b"\xff\xfe{")
         metadata_from_sidecar(broken)
 
 

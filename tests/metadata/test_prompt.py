@@ -31,6 +31,10 @@ def _positive(high: float) -> st.SearchStrategy[float]:
     return st.floats(min_value=1e-3, max_value=high, allow_nan=False)
 
 
+# Voxel edges above the 0.05 mm floor (below it, microns were typed as mm).
+_voxel_edge = st.floats(min_value=0.051, max_value=10.0)
+
+
 words = st.from_regex(r"[A-Za-z][A-Za-z0-9_\-]{0,8}", fullmatch=True).filter(_not_a_number)
 manufacturers = st.one_of(
     st.sampled_from(["Siemens", "SIEMENS", "Philips Medical Systems", "GE MEDICAL SYSTEMS", "UIH"]),
@@ -56,7 +60,7 @@ def metadata_records(draw) -> ImagingMetadata:
         field_strength=draw(st.none() | _positive(12.0)),
         manufacturer=draw(st.none() | manufacturers),
         modality=draw(st.none() | st.sampled_from([*MODALITIES, "PDw", "T2starw", "flair"])),
-        voxel_size=draw(st.none() | st.tuples(_positive(10.0), _positive(10.0), _positive(10.0))),
+        voxel_size=draw(st.none() | st.tuples(_voxel_edge, _voxel_edge, _voxel_edge)),
         tr=tr,
         te=te,
         ti=draw(st.none() | _positive(30000.0)),

@@ -106,12 +106,11 @@ def index_bids(root: str | os.PathLike) -> list[ImageRecord]:
             message names the file).
     """
     root = Path(root)
-    if not root.is_dir():
-        raise InputFileError(f"{root}: no such BIDS folder")
+    images = anat_images(root)
     participants_file = root / "participants.tsv"
     participants = read_participants(participants_file) if participants_file.is_file() else {}
     records = []
-    for path in anat_images(root):
+    for path in images:
         modality = modality_from_bids_name(path.name)
         if modality is None:
             continue
@@ -169,10 +168,43 @@ def _manifest_metadata(row: dict[str, str], path: Path, where: str) -> ImagingMe
     return ImagingMetadata(**fields)
 
 
+def _manifest_image(text_path: str, folder: Path, where: str) -> Path:
+    """The image a manifest cell names, checked before anything is read from it.
+
+    A cell may hold anything a spreadsheet can: the checks come in the order that keeps the
+    file system from raising its own errors (a NUL byte makes every path call fail, an
+    over-long name makes ``is_file`` fail), so each problem is reported against its line.
+    A name that is not NIfTI is refused here because a prompt giving the voxel size would let
+    the file through unopened (``/etc/passwd`` as a training image).
+    """
+    if "\0" in text_path:
+        raise ConfigError(f"{where}: the path {text_path!r} holds a NUL byte")
+    if not text_path.lower().endswith(_NIFTI_SUFFIXES):
+        raise ConfigError(f"{where}: {text_path!r} is not a NIfTI image name (.nii or .nii.gz)")
+    path = Path(text_path)
+    if not path.is_absolute():
+        path = folder / path
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise ConfigError(
+                f"{where}: the relative path {text_path} leaves the manifest's folder "
+                f"{folder}; give images outside it as absolute paths"
+            )
+    try:
+        found = path.is_file()
+    except OSError as error:  # a name too long for the file system, a folder one may not enter
+        raise InputFileError(
+            f"{where}: image {path} cannot be looked up ({error.strerror})"
+        ) from None
+    if not found:
+        raise InputFileError(f"{where}: image {path} does not exist")
+    return path
+
+
 def index_manifest(csv_path: str | os.PathLike) -> list[ImageRecord]:
     """Images listed in a CSV manifest, in file order.
 
-    Columns: ``path`` (absolute, or relative to the CSV's folder), ``subject``, and either
+    Columns: ``path`` (absolute, or relative to the CSV's folder and inside it: a relative path
+    never climbs out with ``..``), ``subject``, and either
     ``prompt`` (TUMSyn prompt text) or metadata columns: ``modality`` (required) and any of
     ``age, sex, field_strength, manufacturer, tr, te, ti, flip_angle, voxel_size`` (empty or
     ``n/a`` = unknown; ``voxel_size`` such as ``1x1x3``, from the header when absent). Times in
@@ -184,8 +216,10 @@ def index_manifest(csv_path: str | os.PathLike) -> list[ImageRecord]:
         s01/t1.nii.gz,s01,T1w,34,F,3,Siemens,2300,2.98,900,9
 
     Raises:
-        InputFileError: the CSV or an image it names does not exist.
-        ConfigError: missing, unknown or conflicting columns.
+        InputFileError: the CSV or an image it names does not exist (or cannot be looked up).
+        ConfigError: missing, unknown or conflicting columns; a row with more cells than the
+            header; a path that is no ``.nii``/``.nii.gz`` name, or a relative one leaving the
+            CSV's folder.
         MetadataError: a row's metadata is invalid (the message gives the line).
     """
     csv_path = Path(csv_path)
@@ -220,17 +254,18 @@ def index_manifest(csv_path: str | os.PathLike) -> list[ImageRecord]:
         records = []
         for row in reader:
             where = f"{csv_path}:{reader.line_num}"
+            if None in row:  # csv.DictReader puts the cells beyond the header in a list there
+                raise ConfigError(
+                    f"{where}: {len(columns) + len(row[None])} cells, more than the "
+                    f"{len(columns)} columns of the header ({', '.join(columns)})"
+                )
             if all(not (value or "").strip() for value in row.values()):
                 continue
             text_path = (row.get("path") or "").strip()
             subject = (row.get("subject") or "").strip()
             if not text_path or not subject:
                 raise ConfigError(f"{where}: path and subject must not be empty")
-            path = Path(text_path)
-            if not path.is_absolute():
-                path = csv_path.parent / path
-            if not path.is_file():
-                raise InputFileError(f"{where}: image {path} does not exist")
+            path = _manifest_image(text_path, csv_path.parent, where)
             try:
                 metadata = _manifest_metadata(row, path, where)
             except MetadataError as error:

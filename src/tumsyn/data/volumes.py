@@ -8,16 +8,14 @@ operating system's page cache instead of each holding and re-reading its own cop
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tumsyn.errors import ConfigError, InputFileError
-from tumsyn.io import load_nifti
+from tumsyn.io import atomic_output, load_nifti
 
 __all__ = ["VolumeCache", "normalise_percentiles"]
 
@@ -113,15 +111,6 @@ class VolumeCache:
         target = self.cache_path(path)
         if not target.is_file():
             data = normalise_percentiles(load_nifti(path).data)
-            handle, temporary = tempfile.mkstemp(
-                prefix=f".{target.stem}.", suffix=".npy", dir=self.cache_dir
-            )
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    np.save(file, data)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temporary)
-                raise
+            with atomic_output(target) as temporary:
+                np.save(temporary, data)
         return np.load(target, mmap_mode="r")

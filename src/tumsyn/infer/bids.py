@@ -20,7 +20,8 @@ entry of ``dataset_description.json``).
 Under ``torchrun --nproc_per_node=K``, rank ``r`` takes the sources ``i`` with ``i % K == r`` of the
 sorted list (no process group is needed), on GPU ``LOCAL_RANK`` when the device is CUDA; only rank
 0 writes ``dataset_description.json``. Existing outputs are skipped unless ``overwrite``; every
-file is written atomically, so an interrupted run is resumed by running it again.
+file is written atomically, so an interrupted run is resumed by running it again (with or without
+``overwrite``: the temporaries a killed run left are cleared, beside skipped outputs too).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tumsyn.infer.loading import read_pipeline_metadata
 from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.synthesizer import Synthesizer, TargetLike
 from tumsyn.infer.target import resolve_target
-from tumsyn.io import save_json
+from tumsyn.io import remove_stale_temporaries, save_json
 from tumsyn.metadata import bids_image_name, canonical_modality, modality_from_bids_name
 from tumsyn.metadata.bids import anat_images, bids_entities, sidecar_path
 
@@ -273,6 +274,8 @@ def synthesize_bids(
         save_json(
             description, dataset_description(root, modality=modality, source=source, model=model)
         )
+    elif world.is_main:
+        remove_stale_temporaries(description)  # a run killed while rewriting it left one
 
     mine = jobs[world.rank :: world.size]
     summary = BidsSummary(jobs=len(mine), rank=world.rank, world_size=world.size)
@@ -290,6 +293,10 @@ def synthesize_bids(
                 (job.source, f"{job.source}: same output as {job.conflict.name}: {job.output}")
             )
         elif job.output.exists() and job.sidecar.exists() and not overwrite:
+            # A run killed while redoing this output (--overwrite) left temporaries that only
+            # the next write of the same path clears, and a skipped output gets no write.
+            remove_stale_temporaries(job.output)
+            remove_stale_temporaries(job.sidecar)
             summary.skipped.append(job.output)
         else:
             if synthesizer is None:  # a model that cannot be loaded stops the batch

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tumsyn.errors import ImageError, MetadataError, PromptTooLongError
+from tumsyn.errors import MetadataError, PromptTooLongError
 from tumsyn.metadata import (
     ImagingMetadata,
     canonical_modality,
@@ -141,12 +141,6 @@ def _defaults(
 
 
 def _header_voxel_size(path: Path) -> tuple[float, float, float]:
-    import nibabel as nib
+    from tumsyn.io import read_grid
 
-    from tumsyn.io import voxel_sizes
-
-    try:
-        sizes = voxel_sizes(nib.load(path).affine)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError):
-        raise ImageError(f"{path}: cannot read the image header") from None
-    return prompt_voxel_size(sizes)
+    return prompt_voxel_size(read_grid(path).voxel_size)

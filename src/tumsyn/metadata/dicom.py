@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tumsyn.errors import ImageError, InputFileError, MetadataError
-from tumsyn.metadata.bids import (
+from tumsyn.metadata.lenient import (
     DEGREE_UNITS,
     GAUSS_IN_TESLA,
     MM_UNITS,

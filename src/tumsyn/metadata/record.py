@@ -25,7 +25,7 @@ __all__ = ["LIMITS", "ImagingMetadata", "canonical_manufacturer", "canonical_sex
 LIMITS: dict[str, tuple[float, float, str]] = {
     "age": (0.0, 120.0, "years"),
     "field_strength": (0.0, 12.0, "T"),
-    "voxel_size": (0.0, 10.0, "mm"),
+    "voxel_size": (0.05, 10.0, "mm"),  # 0.05 mm and below: microns typed as mm
     "tr": (0.0, 30000.0, "ms"),
     "te": (0.0, 30000.0, "ms"),
     "ti": (0.0, 30000.0, "ms"),

@@ -182,6 +182,8 @@ def convert_official(
             synthesize --checkpoint`` takes; without it, the one model of ``source``.
     """
     source = Path(source)
+    if not source.is_file():
+        raise InputFileError(f"{source}: no such checkpoint")
     if not str(target).endswith(".safetensors"):
         raise ConfigError(f"{target}: the converted checkpoint must end in .safetensors")
     refuse_overwriting_inputs(target, source, *([] if text is None else [text]))
