@@ -18,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tumsyn.io import save_json, save_nifti
+from tumsyn.io import atomic_output, save_json, save_nifti
 from tumsyn.metadata import sidecar_path
 
 TEMPLATE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -76,9 +76,8 @@ def main() -> None:
     image = save_nifti(anat / f"{SUBJECT}_T1w.nii.gz", data, affine)
     save_json(sidecar_path(image), SIDECAR)
     # The template has no single age or sex: BIDS "n/a".
-    (args.out / "participants.tsv").write_text(
-        "participant_id\tage\tsex\n" + SUBJECT + "\tn/a\tn/a\n"
-    )
+    with atomic_output(args.out / "participants.tsv") as temporary:
+        temporary.write_text("participant_id\tage\tsex\n" + SUBJECT + "\tn/a\tn/a\n")
     description = {
         "Name": "tumsyn bundled example (MNI152 2009 T1 template at 2 mm)",
         "BIDSVersion": "1.9.0",

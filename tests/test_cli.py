@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tumsyn.cli import main
+from tumsyn.cli import COMMANDS, build_parser, main
 from tumsyn.examples import example_root, example_t1w
 
 FLAIR_FLAGS = [
@@ -165,6 +165,23 @@ def test_console_script_in_a_real_process(bad_files) -> None:
 
 
 def test_every_command_has_help_with_an_example(capsys) -> None:
-    for command in ("prompt", "info", "version"):
-        code, out, _ = run(capsys, command, "--help")
-        assert code == 0 and "examples:" in out and f"tumsyn {command}" in out
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert len(commands) == len(COMMANDS) == 11
+    for command in commands:
+        with pytest.raises(SystemExit) as exit:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert exit.value.code == 0 and "examples:" in out and f"tumsyn {command}" in out
+
+
+def test_prompt_from_a_real_dicom_with_a_non_conforming_age(capsys) -> None:
+    # nibabel ships this Siemens file; its PatientAge is "99", without the unit letter DICOM asks.
+    import nibabel
+
+    dicom = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "decimal_rescale.dcm"
+    code, out, err = run(capsys, "prompt", "--dicom", str(dicom))
+    assert code == 0
+    assert out.strip().endswith("(50.0, 2.5, 6376.0, 12.0)")
+    assert err == (
+        f"tumsyn prompt: warning: {dicom}: DICOM PatientAge '99' has no unit; read as 99 years\n"
+    )

@@ -199,14 +199,21 @@ def _open_nifti(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
 def read_grid(path: str | os.PathLike) -> Grid:
     """The voxel grid of a NIfTI file from its header alone (checked as :func:`load_nifti` does).
 
+    Indexing a data set of thousands of images, checking that a subject's images share one grid,
+    or finding an input's voxel size must not decompress every volume: ``nibabel.load`` parses
+    the header and leaves the data on disk. A 4D file with one volume counts as 3D.
+
     Raises:
         InputFileError, ImageError: as :func:`load_nifti`, for what the header shows.
     """
     path = Path(path)
     image = _open_nifti(path)
-    if len(image.shape) < 3:
-        raise ImageError(f"{path}: expected a 3D image, got {len(image.shape)}D")
-    return Grid(tuple(image.shape[:3]), check_affine(image.affine, str(path)))  # type: ignore[arg-type]
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ImageError(f"{path}: expected a 3D image, got {len(shape)}D with shape {shape}")
+    return Grid(shape, check_affine(image.affine, str(path)))  # type: ignore[arg-type]
 
 
 def load_nifti(
@@ -283,11 +290,22 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp makes the file private (0600), and some writers replace the file they are given;
         # either way, give the result the permissions a plain open() would.
         os.chmod(temporary, 0o666 & ~_current_umask())
+        _flush_to_disk(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _flush_to_disk(path: str) -> None:
+    """Make the file's content durable before it is renamed into place, so that after a power
+    loss the final name holds the whole file or the old one, never an empty file."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from tumsyn.data.headers import read_grid
 from tumsyn.data.index import ImageRecord
 from tumsyn.data.separable import apply_separable, fwhm_sigma, resampling_matrix
 from tumsyn.data.volumes import VolumeCache
 from tumsyn.errors import ConfigError, ImageError
-from tumsyn.io import voxel_sizes
+from tumsyn.io import read_grid, voxel_sizes
 
 __all__ = ["DistinctPromptBatchSampler", "WholeVolumes"]
 

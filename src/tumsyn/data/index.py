@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tumsyn.data.headers import read_grid
 from tumsyn.errors import ConfigError, InputFileError, MetadataError
-from tumsyn.io import voxel_sizes
+from tumsyn.io import read_grid, voxel_sizes
 from tumsyn.metadata import (
     ImagingMetadata,
     format_prompt,
@@ -225,56 +224,71 @@ def index_manifest(csv_path: str | os.PathLike) -> list[ImageRecord]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InputFileError(f"{csv_path}: no such manifest file")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        reader.fieldnames = columns
-        allowed = {"path", "subject", "prompt", *_METADATA_COLUMNS}
-        missing = [c for c in ("path", "subject") if c not in columns]
-        if "prompt" not in columns and "modality" not in columns:
-            missing.append("prompt (or modality and the other metadata columns)")
-        if missing:
-            raise ConfigError(
-                f"{csv_path}: the manifest lacks the column(s) {', '.join(missing)}; it needs "
-                "path, subject and either prompt or metadata columns "
-                f"({', '.join(_METADATA_COLUMNS)})"
-            )
-        unknown = [c for c in columns if c not in allowed]
-        if unknown:
-            raise ConfigError(
-                f"{csv_path}: unknown column(s) {', '.join(unknown)}; allowed: "
-                f"{', '.join(sorted(allowed))}"
-            )
-        conflicting = [c for c in columns if c in _METADATA_COLUMNS]
-        if "prompt" in columns and conflicting:
-            raise ConfigError(
-                f"{csv_path}: give either a prompt column or metadata columns, not both "
-                f"(found prompt and {', '.join(conflicting)})"
-            )
-        records = []
-        for row in reader:
-            where = f"{csv_path}:{reader.line_num}"
-            if None in row:  # csv.DictReader puts the cells beyond the header in a list there
-                raise ConfigError(
-                    f"{where}: {len(columns) + len(row[None])} cells, more than the "
-                    f"{len(columns)} columns of the header ({', '.join(columns)})"
-                )
-            if all(not (value or "").strip() for value in row.values()):
-                continue
-            text_path = (row.get("path") or "").strip()
-            subject = (row.get("subject") or "").strip()
-            if not text_path or not subject:
-                raise ConfigError(f"{where}: path and subject must not be empty")
-            path = _manifest_image(text_path, csv_path.parent, where)
-            try:
-                metadata = _manifest_metadata(row, path, where)
-            except MetadataError as error:
-                message = str(error)
-                if not message.startswith(where):
-                    message = f"{where}: {message}"
-                raise type(error)(message) from None
-            records.append(_record(path, subject, metadata))
-    return records
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = _manifest_columns(reader, csv_path)
+            return [
+                record
+                for row in reader
+                if (record := _manifest_row(row, columns, csv_path, reader.line_num))
+            ]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{csv_path}: not a readable UTF-8 CSV manifest ({error})") from None
+
+
+def _manifest_columns(reader: csv.DictReader, csv_path: Path) -> list[str]:
+    """The header's column names (stripped), refused if missing, unknown or conflicting."""
+    columns = [c.strip() for c in reader.fieldnames or []]
+    reader.fieldnames = columns
+    allowed = {"path", "subject", "prompt", *_METADATA_COLUMNS}
+    missing = [c for c in ("path", "subject") if c not in columns]
+    if "prompt" not in columns and "modality" not in columns:
+        missing.append("prompt (or modality and the other metadata columns)")
+    if missing:
+        raise ConfigError(
+            f"{csv_path}: the manifest lacks the column(s) {', '.join(missing)}; it needs "
+            "path, subject and either prompt or metadata columns "
+            f"({', '.join(_METADATA_COLUMNS)})"
+        )
+    unknown = [c for c in columns if c not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"{csv_path}: unknown column(s) {', '.join(unknown)}; allowed: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    conflicting = [c for c in columns if c in _METADATA_COLUMNS]
+    if "prompt" in columns and conflicting:
+        raise ConfigError(
+            f"{csv_path}: give either a prompt column or metadata columns, not both "
+            f"(found prompt and {', '.join(conflicting)})"
+        )
+    return columns
+
+
+def _manifest_row(row: dict, columns: list[str], csv_path: Path, line: int) -> ImageRecord | None:
+    """The record of one manifest row (``None`` for a blank row)."""
+    where = f"{csv_path}:{line}"
+    if None in row:  # csv.DictReader puts the cells beyond the header in a list there
+        raise ConfigError(
+            f"{where}: {len(columns) + len(row[None])} cells, more than the "
+            f"{len(columns)} columns of the header ({', '.join(columns)})"
+        )
+    if all(not (value or "").strip() for value in row.values()):
+        return None
+    text_path = (row.get("path") or "").strip()
+    subject = (row.get("subject") or "").strip()
+    if not text_path or not subject:
+        raise ConfigError(f"{where}: path and subject must not be empty")
+    path = _manifest_image(text_path, csv_path.parent, where)
+    try:
+        metadata = _manifest_metadata(row, path, where)
+    except MetadataError as error:
+        message = str(error)
+        if not message.startswith(where):
+            message = f"{where}: {message}"
+        raise type(error)(message) from None
+    return _record(path, subject, metadata)
 
 
 def _subject_from_name(name: str) -> str:

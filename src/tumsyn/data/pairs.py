@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tumsyn.data.headers import read_grid
 from tumsyn.data.index import ImageRecord
 from tumsyn.errors import ImageError
+from tumsyn.io import read_grid
 
 __all__ = ["paired_records"]
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from tumsyn.config import StrictConfig, first_problem
 from tumsyn.errors import ConfigError, OptionError
 
 __all__ = ["DEFAULT_PATCH_SETTINGS", "SynthesisOptions"]
@@ -23,7 +24,7 @@ __all__ = ["DEFAULT_PATCH_SETTINGS", "SynthesisOptions"]
 DEFAULT_PATCH_SETTINGS = {"patch_size": 32, "overlap": 8}
 
 
-class SynthesisOptions(BaseModel):
+class SynthesisOptions(StrictConfig):
     """How a volume is cut into patches and run; none of it changes what is synthesized beyond
     small numerical differences.
 
@@ -98,10 +99,10 @@ def _check_overlap(patch_size: int, overlap: int) -> None:
 def _option_error(error: ValidationError) -> ConfigError:
     """The first problem of a validation error as an :class:`OptionError` (an unknown option as a
     :class:`ConfigError` listing the known ones)."""
-    detail = error.errors()[0]
-    option = str(detail["loc"][0]) if detail["loc"] else "options"
-    if detail["type"] == "extra_forbidden":
+    problem = first_problem(error)
+    if problem.kind == "extra_forbidden":
         known = ", ".join(SynthesisOptions.model_fields)
-        return ConfigError(f"unknown synthesis option {option!r}; the options are {known}")
-    allowed = detail["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
-    return OptionError(option, detail["input"], allowed)
+        return ConfigError(f"unknown synthesis option {problem.where!r}; the options are {known}")
+    return OptionError(
+        problem.where, problem.value, problem.message.removeprefix("Input should be ")
+    )
