@@ -28,6 +28,18 @@ ISSUE_FLAIR = ImagingMetadata(
     flip_angle=150,
 )
 
+# The smallest synthesis network with 16-dimensional text features: fast enough to train and
+# synthesize with in tests.
+TINY_SYNTH_SPEC = {
+    "name": "synth",
+    "args": {
+        "encoder": {"features": 4, "blocks": 1, "out_channels": 8},
+        "fusion": {"kind": "voxel", "heads": 2, "mlp_ratio": 2.0},
+        "decoder": {"kind": "liif", "hidden": [16]},
+        "text_dim": 16,
+    },
+}
+
 
 def oblique_affine(voxel_size=(1.0, 1.5, 2.0), angle_deg: float = 20.0) -> np.ndarray:
     """An affine rotated about z, with anisotropic voxels and a translation."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_SYNTH_SPEC
 from tumsyn.cli import main
 from tumsyn.evaluate.metrics import dark_to_bright_ratio
 from tumsyn.examples import example_t1w
@@ -19,21 +20,12 @@ from tumsyn.metadata import ImagingMetadata, format_prompt, load_protocols
 from tumsyn.models import build, make_pipeline, save_checkpoint
 
 TEXT = {"name": "text", "args": {"width": 16, "layers": 1, "heads": 2, "embed_dim": 16}}
-SYNTH = {
-    "name": "synth",
-    "args": {
-        "encoder": {"features": 4, "blocks": 1, "out_channels": 8},
-        "fusion": {"kind": "voxel", "heads": 2, "mlp_ratio": 2.0},
-        "decoder": {"kind": "liif", "hidden": [16]},
-        "text_dim": 16,
-    },
-}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    pipeline = make_pipeline(build(TEXT), build(SYNTH))
+    pipeline = make_pipeline(build(TEXT), build(TINY_SYNTH_SPEC))
     prompts = [format_prompt(p.metadata) for p in load_protocols("default")]
     path = tmp_path_factory.mktemp("model") / "pipeline.safetensors"
     extra = {"name": "random-test", "coverage": coverage_from_prompts(prompts)}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from helpers import TINY_SYNTH_SPEC
 from tumsyn.cli import main
 from tumsyn.metadata import load_protocols
 from tumsyn.simulate import CohortSettings, simulate_dataset
@@ -27,15 +28,6 @@ BMLIP_SPEC = {
                    "heads": 2, "mlp_dim": 32},
     },
 }  # fmt: skip
-SYNTH_SPEC = {
-    "name": "synth",
-    "args": {
-        "encoder": {"features": 4, "blocks": 1, "out_channels": 8},
-        "fusion": {"kind": "voxel", "heads": 2, "mlp_ratio": 2.0},
-        "decoder": {"kind": "liif", "hidden": [16]},
-        "text_dim": 16,
-    },
-}
 STEPS = 6
 
 ConfigWriter = Callable[..., Path]
@@ -100,7 +92,7 @@ def synth_config(cohort: Path, text_encoder: Path) -> ConfigWriter:
 
     def write(folder: Path, name: str, **settings: Any) -> Path:
         content = {
-            "model": SYNTH_SPEC, "text_encoder": str(text_encoder), "patch_size": 8,
+            "model": TINY_SYNTH_SPEC, "text_encoder": str(text_encoder), "patch_size": 8,
             "queries": 64, "validation_patches": 2, **_common(cohort, folder / name),
         }  # fmt: skip
         return _write(folder / f"{name}.yaml", {**content, **settings})
