@@ -106,7 +106,7 @@ def test_coverage_warnings() -> None:
     assert "does not state age" not in notes
     stated = [format_prompt(p.metadata.replace(age=30, sex="F")) for p in load_protocols("default")]
     notes = " | ".join(coverage_warnings(inside, coverage_from_prompts(stated)))
-    assert "does not state age but every training prompt did (give --age)" in notes
+    assert "does not state age but every training prompt did (add it to the target)" in notes
     assert "does not state sex" in notes and "field strength" not in notes
 
 

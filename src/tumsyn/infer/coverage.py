@@ -19,10 +19,6 @@ _TIMING_SLACK = 1.25
 # Prompt fields that, left out ("None"), make a prompt unlike the training ones when every
 # training prompt stated them. (TI and the like are legitimately None for many sequences.)
 _SUBJECT_AND_SCANNER = ("age", "sex", "field_strength", "manufacturer")
-_FLAGS = {"age": "--age", "sex": "--sex", "field_strength": "--field",
-          "manufacturer": "--manufacturer"}  # fmt: skip
-
-
 def coverage_from_prompts(prompts: Iterable[str]) -> dict[str, Any]:
     """JSON-able summary of the metadata in a list of training prompts."""
     records = [parse_prompt(prompt) for prompt in prompts]
@@ -55,7 +51,7 @@ def coverage_warnings(metadata: ImagingMetadata, coverage: dict[str, Any]) -> li
         return []
     notes = [
         f"the prompt does not state {name.replace('_', ' ')} but every training prompt did "
-        f"(give {_FLAGS[name]})"
+        "(add it to the target)"
         for name in coverage.get("always_stated", [])
         if getattr(metadata, name) is None
     ]
