@@ -26,6 +26,7 @@ file is written atomically, so an interrupted run is resumed by running it again
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -37,7 +38,7 @@ from typing import Any
 from tumsyn.distributed import World, environment_world
 from tumsyn.errors import ConfigError, InputFileError, MetadataError, TumsynError
 from tumsyn.infer.files import refuse_raw_bids_output, synthesize_file
-from tumsyn.infer.loading import read_pipeline_metadata
+from tumsyn.infer.loading import model_name, read_pipeline_metadata
 from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.synthesizer import Synthesizer, TargetLike
 from tumsyn.infer.target import resolve_target
@@ -268,18 +269,17 @@ def synthesize_bids(
     world = world or environment_world(options.device)
     jobs = plan_jobs(root, out, modality, source=source)
     out.mkdir(parents=True, exist_ok=True)
-    description = out / "dataset_description.json"
-    if world.is_main and (overwrite or not description.exists()):
-        model = meta["extra"].get("name", Path(meta["path"]).name)
-        save_json(
-            description, dataset_description(root, modality=modality, source=source, model=model)
+    if world.is_main:
+        description = dataset_description(
+            root, modality=modality, source=source, model=model_name(meta)
         )
-    elif world.is_main:
-        remove_stale_temporaries(description)  # a run killed while rewriting it left one
+        _write_description(out / "dataset_description.json", description, overwrite=overwrite)
 
     mine = jobs[world.rank :: world.size]
     summary = BidsSummary(jobs=len(mine), rank=world.rank, world_size=world.size)
-    synthesizer: Synthesizer | None = None
+    device_options = options.replace(device=str(world.device))
+    # Loaded at the first output to make, so a rerun with everything done loads nothing.
+    load = functools.cache(lambda: Synthesizer.from_checkpoint(checkpoint, options=device_options))
     bar = tqdm(
         mine,
         unit="image",
@@ -288,36 +288,7 @@ def synthesize_bids(
         disable=not progress,
     )
     for job in bar:
-        if job.conflict is not None:
-            summary.failed.append(
-                (job.source, f"{job.source}: same output as {job.conflict.name}: {job.output}")
-            )
-        elif job.output.exists() and job.sidecar.exists() and not overwrite:
-            # A run killed while redoing this output (--overwrite) left temporaries that only
-            # the next write of the same path clears, and a skipped output gets no write.
-            remove_stale_temporaries(job.output)
-            remove_stale_temporaries(job.sidecar)
-            summary.skipped.append(job.output)
-        else:
-            if synthesizer is None:  # a model that cannot be loaded stops the batch
-                synthesizer = Synthesizer.from_checkpoint(
-                    checkpoint, options=options.replace(device=str(world.device))
-                )
-            try:
-                job.output.parent.mkdir(parents=True, exist_ok=True)
-                result = synthesize_file(
-                    synthesizer,
-                    job.source,
-                    job.output,
-                    target,
-                    sidecar_fields={"Sources": [_bids_uri(root, job.source)]},
-                    **dict(fields or {}),
-                )
-            except (TumsynError, OSError) as error:
-                summary.failed.append((job.source, str(error)))
-            else:
-                summary.written.append(result.output)
-                summary.warnings.update(result.warnings)
+        _run_job(job, summary, load, root=root, target=target, fields=fields, overwrite=overwrite)
         bar.set_postfix_str(
             f"written {len(summary.written)}, skipped {len(summary.skipped)}, "
             f"failed {len(summary.failed)}",
@@ -325,3 +296,55 @@ def synthesize_bids(
         )
     bar.close()
     return summary
+
+
+def _write_description(path: Path, content: dict[str, Any], *, overwrite: bool) -> None:
+    """Write ``dataset_description.json`` unless it exists (and ``overwrite`` is off)."""
+    if overwrite or not path.exists():
+        save_json(path, content)
+    else:
+        remove_stale_temporaries(path)  # a run killed while rewriting it left one
+
+
+def _run_job(
+    job: BidsJob,
+    summary: BidsSummary,
+    load: Callable[[], Synthesizer],
+    *,
+    root: Path,
+    target: TargetLike,
+    fields: Mapping[str, Any] | None,
+    overwrite: bool,
+) -> None:
+    """Make, skip or fail one job, recording which in ``summary``.
+
+    Only a user error or an OS error of this image fails it; a model that cannot be loaded
+    (``load``) stops the batch.
+    """
+    if job.conflict is not None:
+        message = f"{job.source}: same output as {job.conflict.name}: {job.output}"
+        summary.failed.append((job.source, message))
+        return
+    if job.output.exists() and job.sidecar.exists() and not overwrite:
+        # A run killed while redoing this output (--overwrite) left temporaries that only the
+        # next write of the same path clears, and a skipped output gets no write.
+        remove_stale_temporaries(job.output)
+        remove_stale_temporaries(job.sidecar)
+        summary.skipped.append(job.output)
+        return
+    synthesizer = load()
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        result = synthesize_file(
+            synthesizer,
+            job.source,
+            job.output,
+            target,
+            sidecar_fields={"Sources": [_bids_uri(root, job.source)]},
+            **dict(fields or {}),
+        )
+    except (TumsynError, OSError) as error:
+        summary.failed.append((job.source, str(error)))
+    else:
+        summary.written.append(result.output)
+        summary.warnings.update(result.warnings)

@@ -19,6 +19,8 @@ _TIMING_SLACK = 1.25
 # Prompt fields that, left out ("None"), make a prompt unlike the training ones when every
 # training prompt stated them. (TI and the like are legitimately None for many sequences.)
 _SUBJECT_AND_SCANNER = ("age", "sex", "field_strength", "manufacturer")
+
+
 def coverage_from_prompts(prompts: Iterable[str]) -> dict[str, Any]:
     """JSON-able summary of the metadata in a list of training prompts."""
     records = [parse_prompt(prompt) for prompt in prompts]

@@ -9,7 +9,7 @@ from pathlib import Path
 from tumsyn.errors import ConfigError
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
-__all__ = ["BUNDLED_CHECKPOINT", "bundled_checkpoint_path", "read_pipeline_metadata"]
+__all__ = ["BUNDLED_CHECKPOINT", "bundled_checkpoint_path", "model_name", "read_pipeline_metadata"]
 
 BUNDLED_CHECKPOINT = "tumsyn-tiny"
 
@@ -44,3 +44,8 @@ def read_pipeline_metadata(checkpoint: str | os.PathLike | None) -> dict:
             "for tumsyn's, scripts/package_release.py"
         )
     return {**meta, "path": str(path)}
+
+
+def model_name(meta: dict) -> str:
+    """The model's recorded name (or its checkpoint's file name), for sidecars and descriptions."""
+    return meta["extra"].get("name", Path(meta["path"]).name)

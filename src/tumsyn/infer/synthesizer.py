@@ -26,7 +26,7 @@ from tumsyn.data.volumes import NORMALISERS
 from tumsyn.distributed import environment_world
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.coverage import coverage_warnings
-from tumsyn.infer.loading import read_pipeline_metadata
+from tumsyn.infer.loading import model_name, read_pipeline_metadata
 from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.target import checked_prompt, resolve_target
 from tumsyn.infer.volume import synthesize_volume
@@ -111,7 +111,7 @@ class Synthesizer:
     @property
     def name(self) -> str:
         """The model's recorded name (or its file name)."""
-        return self.meta["extra"].get("name", Path(self.meta["path"]).name)
+        return model_name(self.meta)
 
     def with_options(self, **changes: Any) -> Synthesizer:
         """The same loaded model with other options (the device cannot change)."""
