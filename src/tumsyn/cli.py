@@ -466,6 +466,65 @@ def cmd_synthesize_bids(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluate -------------------------------------------------------------------------------
+
+
+def add_evaluate(commands: Commands) -> None:
+    evaluate = _command(
+        commands,
+        "evaluate",
+        cmd_evaluate,
+        "Compare synthesized images with acquired ones: PSNR, SSIM, MAE (and tissue contrast "
+        "errors) per image, with the mean and a bootstrap 95% interval.",
+        "tumsyn evaluate --pred flair_syn.nii.gz --truth flair.nii.gz --mask brain.nii.gz",
+        "tumsyn evaluate --pred bids/derivatives/tumsyn-flair --truth bids --out results.json \\",
+        "    --csv rows.csv --seed 0",
+        "tumsyn evaluate --pred t2_syn.nii.gz --truth t2.nii.gz \\",
+        "    --tissues gm.nii.gz wm.nii.gz csf.nii.gz",
+    )
+    evaluate.add_argument(
+        "--pred", type=Path, required=True, metavar="PATH", help="a prediction, or a folder"
+    )
+    evaluate.add_argument(
+        "--truth", type=Path, required=True, metavar="PATH",
+        help="the acquired image, or a (BIDS) folder; folders pair by BIDS entities, ignoring desc",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--mask", type=Path, metavar="NIFTI", help="brain mask (default: truth's non-zero voxels)"
+    )
+    evaluate.add_argument(
+        "--tissues", type=Path, nargs=3, metavar=("GM", "WM", "CSF"),
+        help="the truth's tissue label or probability maps: GM/WM and CSF/WM contrast errors",
+    )  # fmt: skip
+    evaluate.add_argument("--out", type=Path, metavar="JSON", help="write rows and summary as JSON")
+    evaluate.add_argument("--csv", type=Path, metavar="CSV", help="write one row per image as CSV")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap interval (default: 0)"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tumsyn.evaluate.report import evaluate
+    from tumsyn.io import refuse_overwriting_inputs
+
+    inputs = [args.pred, args.truth, *([args.mask] if args.mask else []), *(args.tissues or [])]
+    outputs = [path for path in (args.out, args.csv) if path is not None]
+    for output in outputs:
+        refuse_overwriting_inputs(output, *inputs)
+        if not output.parent.is_dir():
+            raise TumsynError(f"{output.parent}: the output folder does not exist; make it first")
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise TumsynError(f"{args.out}: --out and --csv must be different files")
+    report = evaluate(args.pred, args.truth, mask=args.mask, tissues=args.tissues, seed=args.seed)
+    for line in report.table():
+        print(line)
+    if args.out is not None:
+        print(f"wrote {report.save_json(args.out)}")
+    if args.csv is not None:
+        print(f"wrote {report.save_csv(args.csv)}")
+    return 0
+
+
 # --- montage --------------------------------------------------------------------------------
 
 
@@ -641,6 +700,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     add_simulate,
     add_synthesize,
     add_synthesize_bids,
+    add_evaluate,
     add_montage,
     add_models,
     add_convert_official,

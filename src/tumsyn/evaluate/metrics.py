@@ -3,13 +3,24 @@
 Both images are min-max normalised to [0, 1] inside the brain mask, with the 99.5th percentile as
 the maximum (values above are clipped), then compared inside the mask. SSIM is scikit-image's
 (Gaussian window, sigma 1.5, as Wang et al. 2004), computed in 3D and averaged over the mask.
+MAE and the tissue contrast errors compare the same normalised images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-__all__ = ["dark_to_bright_ratio", "normalise", "psnr", "ssim"]
+__all__ = [
+    "contrast_errors",
+    "dark_to_bright_ratio",
+    "mae",
+    "normalise",
+    "psnr",
+    "ssim",
+    "tissue_means",
+]
 
 _UPPER_PERCENTILE = 99.5
 
@@ -51,6 +62,84 @@ def ssim(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = Non
         full=True,
     )
     return float(local[mask].mean())
+
+
+def mae(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean absolute error of normalised images inside ``mask`` (default: ref > 0).
+
+    On the same [0, 1] scale as :func:`psnr`, so it reads as a fraction of the intensity range and
+    weighs a few large errors less than PSNR's squared error does.
+    """
+    mask = _mask(reference, mask)
+    difference = normalise(reference, mask)[mask] - normalise(image, mask)[mask]
+    return float(np.mean(np.abs(difference)))
+
+
+def tissue_means(
+    image: np.ndarray, tissues: Mapping[str, np.ndarray], mask: np.ndarray | None = None
+) -> dict[str, float]:
+    """Mean intensity of ``image`` in each tissue, weighted by the tissue's map, inside ``mask``.
+
+    Args:
+        image: the image, shape ``(I, J, K)``.
+        tissues: name -> map of the same shape: a 0/1 label mask or a probability map (weights
+            in [0, 1]), so hard segmentations and soft ones (SPM, FAST) are used alike.
+        mask: where to look (default: everywhere).
+
+    Raises:
+        ValueError: a map has the wrong shape, negative weights, or no weight inside the mask.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    inside = np.ones(image.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    means = {}
+    for name, weights in tissues.items():
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != image.shape:
+            raise ValueError(f"the {name} map has shape {weights.shape}, the image {image.shape}")
+        if np.any(weights < 0):
+            raise ValueError(f"the {name} map has negative weights; expected labels or [0, 1]")
+        weights = np.where(inside, weights, 0.0)
+        total = weights.sum()
+        if total == 0:
+            raise ValueError(f"the {name} map is empty inside the mask: no {name} to measure")
+        means[name] = float((weights * image).sum() / total)
+    return means
+
+
+def contrast_errors(
+    reference: np.ndarray,
+    image: np.ndarray,
+    tissues: Mapping[str, np.ndarray],
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Relative errors of the GM/WM and CSF/WM mean-intensity ratios of ``image`` vs ``reference``.
+
+    PSNR and SSIM can be good while the tissue contrast is wrong (a T2w that looks like a PD); these
+    ratios say so directly. Both images are normalised as for :func:`psnr` first, so an intensity
+    offset of the synthesis does not count, and each ratio's error is ``image ratio / reference
+    ratio - 1``: signed, so a positive GM/WM error means too much GM brightness relative to WM.
+
+    Args:
+        tissues: ``{"GM": ..., "WM": ..., "CSF": ...}``, the reference's label or probability maps
+            (see :func:`tissue_means`).
+        mask: brain mask (default: ref > 0).
+
+    Returns:
+        ``{"gm_wm": error, "csf_wm": error}``.
+    """
+    missing = sorted({"GM", "WM", "CSF"} - set(tissues))
+    if missing:
+        raise ValueError(f"tissue maps {', '.join(missing)} are missing; need GM, WM and CSF")
+    mask = _mask(reference, mask)
+    truth = tissue_means(normalise(reference, mask), tissues, mask)
+    predicted = tissue_means(normalise(image, mask), tissues, mask)
+    errors = {}
+    for name, tissue in (("gm_wm", "GM"), ("csf_wm", "CSF")):
+        if truth["WM"] == 0 or predicted["WM"] == 0 or truth[tissue] == 0:
+            raise ValueError(f"{tissue}/WM ratio undefined: a mean intensity is 0")
+        ratio = (predicted[tissue] / predicted["WM"]) / (truth[tissue] / truth["WM"])
+        errors[name] = float(ratio - 1.0)
+    return errors
 
 
 def dark_to_bright_ratio(

@@ -23,9 +23,8 @@ from tumsyn.errors import ConfigError, MetadataError
 from tumsyn.metadata.record import ImagingMetadata
 from tumsyn.yamlfiles import read_packaged_or_path_yaml
 
-__all__ = ["PACKAGED_PROTOCOLS", "Protocol", "default_protocol", "load_protocols"]
+__all__ = ["Protocol", "default_protocol", "load_protocols"]
 
-PACKAGED_PROTOCOLS = ("default", "library")
 _FIELDS = {"name", "modality", "field_strength", "manufacturer", "voxel_size"}
 _FIELDS |= {"tr", "te", "ti", "flip_angle"}
 _LABEL = re.compile(r"[A-Za-z0-9]+")
