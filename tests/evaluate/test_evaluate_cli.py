@@ -129,6 +129,21 @@ def test_folders_pair_by_entities_ignoring_desc(tmp_path: Path) -> None:
     assert [path.name for path in rest] == ["sub-01_ses-1_T1w.nii.gz"]
 
 
+def test_a_synthesized_name_keeps_its_sources_acq_and_still_pairs(tmp_path: Path) -> None:
+    # synthesize-bids names a FLAIR made from sub-01_acq-mprage_T1w
+    # "sub-01_acq-mprage_desc-tumsyn_FLAIR": the source's acq label, not the truth's.
+    truth = write(tmp_path / "bids/sub-01/anat/sub-01_acq-spaceflair_FLAIR.nii.gz", np.ones(SHAPE))
+    write(tmp_path / "bids/sub-01/anat/sub-01_acq-mprage_T1w.nii.gz", np.ones(SHAPE))
+    pred = "deriv/sub-01/anat/sub-01_acq-mprage_desc-tumsyn_FLAIR.nii.gz"
+    write(tmp_path / pred, np.ones(SHAPE))
+    pairs, rest = pair_folders(tmp_path / "deriv", tmp_path / "bids")
+    assert [(p.pred.name, p.truth) for p in pairs] == [(Path(pred).name, truth)]
+    assert [path.name for path in rest] == ["sub-01_acq-mprage_T1w.nii.gz"]
+    write(tmp_path / "bids/sub-01/anat/sub-01_acq-tse_FLAIR.nii.gz", np.ones(SHAPE))
+    with pytest.raises(PairingError, match="several truths differ only in their acq- label"):
+        pair_folders(tmp_path / "deriv", tmp_path / "bids")
+
+
 def test_plain_folders_pair_by_name(tmp_path: Path) -> None:
     for folder in ("a", "b"):
         for name in ("x.nii.gz", "y.nii"):

@@ -309,8 +309,9 @@ def pair_folders(pred_dir: Path, truth_dir: Path) -> tuple[list[Pair], list[Path
 
     A derivatives name such as ``sub-01_ses-1_desc-tumsyn_FLAIR.nii.gz`` pairs with the truth
     ``sub-01_ses-1_FLAIR.nii.gz``: the ``sub``, ``ses``, ``run``, ``acq``, ``ce`` and ``rec``
-    entities and the suffix must agree; ``desc`` and other entities are ignored. Plain names
-    without entities pair by their whole name.
+    entities and the suffix must agree (``acq`` may differ when one truth alone fits: see
+    :func:`_truth_key`); ``desc`` and other entities are ignored. Plain names without entities
+    pair by their whole name.
 
     Returns:
         The pairs, in the predictions' order, and the truths without a prediction (not an
@@ -324,15 +325,36 @@ def pair_folders(pred_dir: Path, truth_dir: Path) -> tuple[list[Pair], list[Path
     truths = _by_key(_nifti_files(truth_dir), "truths")
     if not preds:
         raise PairingError(f"{pred_dir}: no NIfTI predictions found")
-    unpaired = [path for key, path in preds.items() if key not in truths]
+    matched = {key: _truth_key(key, truths) for key in preds}
+    unpaired = [preds[key] for key, found in matched.items() if found is None]
     if unpaired:
         raise PairingError(
             f"{unpaired[0]}: no truth in {truth_dir} with the same entities and suffix"
             + (f" (and {len(unpaired) - 1} more unpaired predictions)" if len(unpaired) > 1 else "")
         )
-    pairs = [Pair(pred=path, truth=truths[key]) for key, path in preds.items()]
-    rest = [path for key, path in truths.items() if key not in preds]
-    return pairs, rest
+    pairs = [Pair(pred=path, truth=truths[matched[key]]) for key, path in preds.items()]
+    used = set(matched.values())
+    return pairs, [path for key, path in truths.items() if key not in used]
+
+
+_ACQ = PAIRING_ENTITIES.index("acq")
+
+
+def _truth_key(key: tuple, truths: Mapping[tuple, Path]) -> tuple | None:
+    """The truth a prediction's key pairs with: the same key, else the one truth that differs
+    only in ``acq``. ``synthesize-bids`` keeps its *source's* ``acq`` label (``acq-mprage`` of a
+    T1w) in the name of a synthesized FLAIR, whose truth carries its own (``acq-spaceflair``)."""
+    if key in truths:
+        return key
+    loose = [other for other in truths if _without_acq(other) == _without_acq(key)]
+    if len(loose) > 1:
+        names = ", ".join(truths[other].name for other in loose)
+        raise PairingError(f"several truths differ only in their acq- label: {names}; keep one")
+    return loose[0] if loose else None
+
+
+def _without_acq(key: tuple) -> tuple:
+    return key[:_ACQ] + key[_ACQ + 1 :]
 
 
 def evaluate(
@@ -358,7 +380,7 @@ def evaluate(
     unevaluated: list[Path] = []
     if pred.is_dir() and truth.is_dir():
         if mask is not None or tissues is not None:
-            raise TumsynError("--mask and --tissues are for one pair of files, not folders")
+            raise TumsynError("a mask and tissue maps are for one pair of files, not folders")
         pairs, unevaluated = pair_folders(pred, truth)
     elif pred.is_dir() or truth.is_dir():
         raise TumsynError(f"{pred} and {truth}: give two files or two folders, not one of each")
