@@ -227,6 +227,19 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train wrong type": (["train", "{wrong_type}"], "steps"),
     "train-text missing config": (["train-text", "{missing}"], "missing.nii.gz"),
     "manifest leaves its folder": (["train", "{escape}"], "leaves the manifest's folder"),
+    # evaluate
+    "evaluate onto an input": (
+        ["evaluate", "--pred", "{good}", "--truth", "{hard_link}", "--out", "{good}"],
+        "is the input",
+    ),
+    "evaluate a missing truth": (
+        ["evaluate", "--pred", "{good}", "--truth", "{missing}"],
+        "no such",
+    ),
+    "evaluate a file against a folder": (
+        ["evaluate", "--pred", "{good}", "--truth", "{full}"],
+        "two files or two folders",
+    ),
     # convert-official and montage
     "convert pickle": (["convert-official", "{evil}", "{full}/x.safetensors"], "evil.pth"),
     "convert onto source": (["convert-official", "{corrupt}", "{corrupt}"], "is the input"),
