@@ -525,6 +525,90 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- retrieve -------------------------------------------------------------------------------
+
+
+def add_retrieve(commands: Commands) -> None:
+    retrieve = _command(
+        commands,
+        "retrieve",
+        cmd_retrieve,
+        "Rank candidate prompts for an image with a stage-1 (BMLIP) model: softmax over the "
+        "candidates of the scaled cosine similarity (the paper's Supplementary Fig. 1).",
+        "tumsyn retrieve sub-01_FLAIR.nii.gz --modalities --checkpoint bmlip/model.safetensors",
+        "tumsyn retrieve t1.nii.gz --prompts candidates.txt --checkpoint model.safetensors \\",
+        "    --top 5 --json ranking.json",
+    )
+    retrieve.add_argument("image", type=Path, help="a 3D NIfTI image (.nii or .nii.gz)")
+    candidates = retrieve.add_mutually_exclusive_group(required=True)
+    candidates.add_argument(
+        "--prompts", type=Path, metavar="FILE",
+        help="candidate prompts, one per line (blank lines and # comments skipped)",
+    )  # fmt: skip
+    candidates.add_argument(
+        "--modalities", action="store_true",
+        help="the seven default protocols' prompts at the image's voxel size",
+    )  # fmt: skip
+    retrieve.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="FILE",
+        help="stage-1 checkpoint (tumsyn train-text ... model.safetensors)",
+    )  # fmt: skip
+    retrieve.add_argument(
+        "--top", type=int, default=10, metavar="N", help="rows to print (default: 10)"
+    )
+    retrieve.add_argument(
+        "--spacing", type=float, metavar="MM",
+        help="voxel size the model was trained at (the training config's spacing; default: "
+        "stage-1 training's default)",
+    )  # fmt: skip
+    retrieve.add_argument("--json", type=Path, metavar="FILE", help="write the whole ranking")
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    import math
+
+    from tumsyn.evaluate.retrieval import (
+        DEFAULT_SPACING,
+        load_bmlip,
+        modality_prompts,
+        rank_prompts,
+        read_prompts,
+    )
+    from tumsyn.io import read_grid, refuse_overwriting_inputs, save_json
+
+    # Options and output checks first: a mistake costs no model loading.
+    if args.top < 1:
+        raise TumsynError(f"--top must be at least 1, got {args.top}")
+    spacing = DEFAULT_SPACING if args.spacing is None else args.spacing
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise TumsynError(f"--spacing must be a positive number of mm, got {args.spacing}")
+    if args.json is not None:
+        inputs = [args.image, args.checkpoint, *([args.prompts] if args.prompts else [])]
+        refuse_overwriting_inputs(args.json, *inputs)
+        if not args.json.parent.is_dir():
+            raise TumsynError(
+                f"{args.json.parent}: the output folder does not exist; make it first"
+            )
+    model = load_bmlip(args.checkpoint)
+    if args.modalities:
+        prompts = modality_prompts(read_grid(args.image).voxel_size)
+    else:
+        prompts = read_prompts(args.prompts)
+    ranking = rank_prompts(model, args.image, prompts, spacing=spacing)
+    print(f"{'rank':>4}  {'probability':>11}  prompt")
+    for rank, (prompt, probability) in enumerate(ranking[: args.top], start=1):
+        print(f"{rank:>4}  {probability:>11.4f}  {prompt}")
+    if args.json is not None:
+        rows = [
+            {"rank": rank, "probability": probability, "prompt": prompt}
+            for rank, (prompt, probability) in enumerate(ranking, start=1)
+        ]
+        content = {"image": str(args.image), "checkpoint": str(args.checkpoint),
+                   "spacing": spacing, "ranking": rows}  # fmt: skip
+        print(f"wrote {save_json(args.json, content)}")
+    return 0
+
+
 # --- montage --------------------------------------------------------------------------------
 
 
@@ -701,6 +785,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     add_synthesize,
     add_synthesize_bids,
     add_evaluate,
+    add_retrieve,
     add_montage,
     add_models,
     add_convert_official,
