@@ -20,9 +20,9 @@ def start(requested_device: str = "auto") -> World:
     """This process's place in the run (and the process group, under torchrun)."""
     world = environment_world(requested_device)
     if world.size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo")
-        if world.device.type == "cuda":
+        if world.device.type == "cuda":  # before the group: NCCL binds to the current device
             torch.cuda.set_device(world.device)
+        dist.init_process_group("nccl" if world.device.type == "cuda" else "gloo")
     return world
 
 
