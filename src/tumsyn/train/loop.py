@@ -109,7 +109,10 @@ class _MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.board = SummaryWriter(str(folder / "tensorboard"))
+            # purge_step drops the events a killed run logged after its last checkpoint, which
+            # the resumed run logs again (as metrics.csv keeps only rows up to the resumed step).
+            purge = resumed_step + 1 if resumed_step else None
+            self.board = SummaryWriter(str(folder / "tensorboard"), purge_step=purge)
         except ImportError:
             self.board = None
 
