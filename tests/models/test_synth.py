@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import tumsyn.models.synth  # noqa: F401  (registers the "synth" family)
-from helpers import DATA
+from helpers import DATA, TINY_SYNTH_SPEC
 from tumsyn.errors import ConfigError
 from tumsyn.models.fusion import GatedFeedForward, GlobalTextFusion, VoxelCrossAttentionFusion
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres, sample_grid
@@ -221,3 +221,29 @@ def test_models_command_lists_every_config(capsys) -> None:
     assert set(rows) == set(list_configs())
     assert "113,595,137" in rows["official-synth"]
     assert "997,652,609" in rows["official-bmlip"]
+
+
+class _PassThrough(torch.nn.Module):
+    def forward(self, feat, text, mask=None):
+        return feat
+
+
+def test_a_new_fusion_kind_is_one_registered_builder() -> None:
+    from tumsyn.models import synth as module
+
+    module.register_fusion("pass-through", pooled_text=True)(lambda config: _PassThrough())
+    try:
+        spec = {
+            "name": "synth",
+            "args": {**TINY_SYNTH_SPEC["args"], "fusion": {"kind": "pass-through"}},
+        }
+        network = build(spec)
+        assert isinstance(network.fusion, _PassThrough) and network.pooled_text
+        assert module.fusion_takes_pooled_text("pass-through")
+        assert not module.fusion_takes_pooled_text("voxel")
+    finally:
+        module._FUSIONS.pop("pass-through")
+    with pytest.raises(
+        ConfigError, match="unknown fusion kind 'pass-through'; known: global, voxel"
+    ):
+        build(spec)

@@ -75,7 +75,7 @@ class SynthesisPipeline(nn.Module):
     @property
     def pooled_text(self) -> bool:
         """Whether the fusion takes the pooled vector (official) or prompt tokens (tumsyn)."""
-        return self.synth.spec["args"]["fusion"]["kind"] == "global"
+        return self.synth.pooled_text
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tumsyn.models.registry import build, list_configs, load_config
+from tumsyn.models.synth import fusion_takes_pooled_text
 
 __all__ = ["ConfigSummary", "summarise_configs"]
 
@@ -35,7 +36,7 @@ def _synth_inputs(model, patch: int):
     points = patch**3
     text = (
         torch.zeros(1, text_dim)
-        if args["fusion"]["kind"] == "global"
+        if fusion_takes_pooled_text(args["fusion"]["kind"])
         else torch.zeros(1, _CONTEXT, text_dim)
     )
     inputs = (torch.zeros(1, 1, patch, patch, patch), torch.zeros(1, points, 3), text)

@@ -8,10 +8,11 @@ features; ``query`` answers any coordinates (any resolution, in memory-bounded c
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from torch import nn
 
 from tumsyn.config import StrictConfig
@@ -20,7 +21,13 @@ from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder
 from tumsyn.models.registry import register
 from tumsyn.models.residual_encoder import ResidualEncoder3D
 
-__all__ = ["SynthConfig", "SynthesisNetwork"]
+__all__ = [
+    "SynthConfig",
+    "SynthesisNetwork",
+    "fusion_takes_pooled_text",
+    "register_decoder",
+    "register_fusion",
+]
 
 
 class EncoderConfig(StrictConfig):
@@ -31,18 +38,76 @@ class EncoderConfig(StrictConfig):
     res_scale: float = 0.1
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """A registered fusion or decoder kind: its builder and what the rest of tumsyn must know."""
+
+    build: Callable[[SynthConfig], nn.Module]
+    check: Callable[[SynthConfig], None]
+    pooled_text: bool = False  # a fusion that takes the pooled prompt vector, not its tokens
+
+
+_FUSIONS: dict[str, _Kind] = {}
+_DECODERS: dict[str, _Kind] = {}
+
+
+def _registrar(table: dict[str, _Kind], kind: str, **facts) -> Callable:
+    def decorator(build: Callable[[SynthConfig], nn.Module]) -> Callable:
+        table[kind] = _Kind(build=build, check=facts.pop("check", _no_check), **facts)
+        return build
+
+    return decorator
+
+
+def _no_check(config: SynthConfig) -> None:
+    """Every combination of settings is valid for this kind."""
+
+
+def register_fusion(kind: str, *, pooled_text: bool, check=_no_check) -> Callable:
+    """Register a fusion builder ``(SynthConfig) -> module`` under ``kind`` (LIIF's registry:
+    a new way of conditioning is one registered builder, not an ``if`` on a string)."""
+    return _registrar(_FUSIONS, kind, pooled_text=pooled_text, check=check)
+
+
+def register_decoder(kind: str, *, check=_no_check) -> Callable:
+    """Register a decoder builder ``(SynthConfig) -> module`` under ``kind``."""
+    return _registrar(_DECODERS, kind, check=check)
+
+
+def fusion_takes_pooled_text(kind: str) -> bool:
+    """Whether fusion ``kind`` is given the pooled prompt vector ``(B, E)`` (the official
+    block) rather than the prompt's tokens ``(B, L, E)`` and their mask."""
+    return _FUSIONS[kind].pooled_text
+
+
+def _known(table: dict[str, _Kind], what: str, kind: str) -> str:
+    if kind not in table:
+        raise ValueError(f"unknown {what} kind {kind!r}; known: {', '.join(sorted(table))}")
+    return kind
+
+
 class FusionConfig(StrictConfig):
-    kind: Literal["global", "voxel"] = "voxel"  # official single-vector block, or per-voxel
+    kind: str = "voxel"  # a registered fusion: "global" (official single vector), "voxel"
     heads: int = 8
     mlp_ratio: float = 4.0
     depth: int = 1
 
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        return _known(_FUSIONS, "fusion", kind)
+
 
 class DecoderConfig(StrictConfig):
-    kind: Literal["official", "liif"] = "liif"
+    kind: str = "liif"  # a registered decoder: "official" (absolute coordinates), "liif"
     hidden: tuple[int, ...] = (3072, 3072, 768, 256)
     unfold: bool = False  # LIIF feature unfolding (27x wider input)
     chunk_size: int | None = 32768  # query points decoded at a time; None = all at once
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        return _known(_DECODERS, "decoder", kind)
 
 
 class SynthConfig(StrictConfig):
@@ -56,13 +121,8 @@ class SynthConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> SynthConfig:
-        if self.fusion.kind == "global" and self.text_dim != self.encoder.out_channels:
-            raise ValueError(
-                f"the global (official) fusion needs text_dim == encoder.out_channels, "
-                f"got {self.text_dim} and {self.encoder.out_channels}"
-            )
-        if self.official_quirks and self.fusion.kind != "global":
-            raise ValueError("official_quirks only applies to the global (official) fusion")
+        _FUSIONS[self.fusion.kind].check(self)
+        _DECODERS[self.decoder.kind].check(self)
         return self
 
 
@@ -84,6 +144,11 @@ class SynthesisNetwork(nn.Module):
         self.fusion = fusion
         self.imnet = imnet
         self.chunk_size = chunk_size
+
+    @property
+    def pooled_text(self) -> bool:
+        """Whether :meth:`condition` takes the pooled prompt vector rather than tokens."""
+        return fusion_takes_pooled_text(self.spec["args"]["fusion"]["kind"])
 
     def gen_feat(self, image: torch.Tensor) -> torch.Tensor:
         """Features of a source patch ``(B, 1, D, H, W) -> (B, C, D, H, W)``."""
@@ -113,9 +178,59 @@ class SynthesisNetwork(nn.Module):
         return self.query(self.condition(self.gen_feat(image), text, text_mask), coord, cell)
 
 
+def _check_global(config: SynthConfig) -> None:
+    if config.text_dim != config.encoder.out_channels:
+        raise ValueError(
+            f"the global (official) fusion needs text_dim == encoder.out_channels, "
+            f"got {config.text_dim} and {config.encoder.out_channels}"
+        )
+
+
+def _check_no_quirks(config: SynthConfig) -> None:
+    if config.official_quirks:
+        raise ValueError("official_quirks only applies to the global (official) fusion")
+
+
+@register_fusion("global", pooled_text=True, check=_check_global)
+def _global_fusion(config: SynthConfig) -> nn.Module:
+    f = config.fusion
+    return GlobalTextFusion(
+        dim=config.encoder.out_channels,
+        heads=f.heads,
+        mlp_ratio=f.mlp_ratio,
+        depth=f.depth,
+        official_quirks=config.official_quirks,
+    )
+
+
+@register_fusion("voxel", pooled_text=False, check=_check_no_quirks)
+def _voxel_fusion(config: SynthConfig) -> nn.Module:
+    f = config.fusion
+    return VoxelCrossAttentionFusion(
+        dim=config.encoder.out_channels,
+        text_dim=config.text_dim,
+        heads=f.heads,
+        mlp_ratio=f.mlp_ratio,
+        depth=f.depth,
+    )
+
+
+@register_decoder("official")
+def _official_decoder(config: SynthConfig) -> nn.Module:
+    return OfficialDecoder(in_channels=config.encoder.out_channels, hidden=config.decoder.hidden)
+
+
+@register_decoder("liif")
+def _liif_decoder(config: SynthConfig) -> nn.Module:
+    d = config.decoder
+    return LocalImplicitDecoder(
+        in_channels=config.encoder.out_channels, hidden=d.hidden, unfold=d.unfold
+    )
+
+
 @register("synth", SynthConfig)
 def build_synth(config: SynthConfig) -> SynthesisNetwork:
-    e, f, d = config.encoder, config.fusion, config.decoder
+    e = config.encoder
     encoder = ResidualEncoder3D(
         in_channels=e.in_channels,
         features=e.features,
@@ -123,24 +238,6 @@ def build_synth(config: SynthConfig) -> SynthesisNetwork:
         out_channels=e.out_channels,
         res_scale=e.res_scale,
     )
-    if f.kind == "global":
-        fusion: nn.Module = GlobalTextFusion(
-            dim=e.out_channels,
-            heads=f.heads,
-            mlp_ratio=f.mlp_ratio,
-            depth=f.depth,
-            official_quirks=config.official_quirks,
-        )
-    else:
-        fusion = VoxelCrossAttentionFusion(
-            dim=e.out_channels,
-            text_dim=config.text_dim,
-            heads=f.heads,
-            mlp_ratio=f.mlp_ratio,
-            depth=f.depth,
-        )
-    if d.kind == "official":
-        imnet: nn.Module = OfficialDecoder(in_channels=e.out_channels, hidden=d.hidden)
-    else:
-        imnet = LocalImplicitDecoder(in_channels=e.out_channels, hidden=d.hidden, unfold=d.unfold)
-    return SynthesisNetwork(encoder, fusion, imnet, d.chunk_size)
+    fusion = _FUSIONS[config.fusion.kind].build(config)
+    imnet = _DECODERS[config.decoder.kind].build(config)
+    return SynthesisNetwork(encoder, fusion, imnet, config.decoder.chunk_size)

@@ -26,6 +26,7 @@ from tumsyn.errors import ConfigError
 from tumsyn.metadata import prompt_without_subject
 from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
 from tumsyn.models.liif import sample_grid
+from tumsyn.models.synth import fusion_takes_pooled_text
 from tumsyn.text import tokenize
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.loop import Stage, run_records, train
@@ -103,7 +104,7 @@ def train_synthesis(
     features = PromptFeatures(
         config.text_encoder,
         prompts,
-        pooled=spec["fusion"]["kind"] == "global",
+        pooled=fusion_takes_pooled_text(spec["fusion"]["kind"]),
         text_dim=spec["text_dim"],
     ).to(world.device)
     cache = VolumeCache(config.data.cache)
