@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
 from tumsyn.data import load_index
-from tumsyn.evaluate.retrieval import DEFAULT_SPACING, load_bmlip, retrieval_scores
+from tumsyn.evaluate.retrieval import load_bmlip, recorded_spacing, retrieval_scores
 
 
 def main() -> None:
@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="BIDS folder or .csv manifest")
     parser.add_argument("--candidates", type=int, default=10, help="prompts per image")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn candidates")
-    parser.add_argument("--spacing", type=float, default=DEFAULT_SPACING, help="training mm")
+    parser.add_argument(
+        "--spacing", type=float, help="training mm (default: recorded in the checkpoint)"
+    )
     parser.add_argument("--cache", type=Path, help="folder for normalised volumes")
     args = parser.parse_args()
     model = load_bmlip(args.checkpoint)
@@ -36,7 +38,7 @@ def main() -> None:
         load_index(args.data),
         candidates=args.candidates,
         seed=args.seed,
-        spacing=args.spacing,
+        spacing=recorded_spacing(args.checkpoint) if args.spacing is None else args.spacing,
         cache=args.cache,
     )
     report("retrieval", scores.rows())

@@ -558,8 +558,8 @@ def add_retrieve(commands: Commands) -> None:
     )
     retrieve.add_argument(
         "--spacing", type=float, metavar="MM",
-        help="voxel size the model was trained at (the training config's spacing; default: "
-        "stage-1 training's default)",
+        help="voxel size the model was trained at (default: what the checkpoint records, "
+        "else stage-1 training's default)",
     )  # fmt: skip
     retrieve.add_argument("--json", type=Path, metavar="FILE", help="write the whole ranking")
 
@@ -568,19 +568,18 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     import math
 
     from tumsyn.evaluate.retrieval import (
-        DEFAULT_SPACING,
         load_bmlip,
         modality_prompts,
         rank_prompts,
         read_prompts,
+        recorded_spacing,
     )
     from tumsyn.io import read_grid, refuse_overwriting_inputs, save_json
 
     # Options and output checks first: a mistake costs no model loading.
     if args.top < 1:
         raise TumsynError(f"--top must be at least 1, got {args.top}")
-    spacing = DEFAULT_SPACING if args.spacing is None else args.spacing
-    if not (math.isfinite(spacing) and spacing > 0):
+    if args.spacing is not None and not (math.isfinite(args.spacing) and args.spacing > 0):
         raise TumsynError(f"--spacing must be a positive number of mm, got {args.spacing}")
     if args.json is not None:
         inputs = [args.image, args.checkpoint, *([args.prompts] if args.prompts else [])]
@@ -590,6 +589,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
                 f"{args.json.parent}: the output folder does not exist; make it first"
             )
     model = load_bmlip(args.checkpoint)
+    spacing = recorded_spacing(args.checkpoint) if args.spacing is None else args.spacing
     if args.modalities:
         prompts = modality_prompts(read_grid(args.image).voxel_size)
     else:

@@ -25,6 +25,7 @@ from tumsyn.evaluate.retrieval import (
     modality_prompts,
     rank_prompts,
     read_prompts,
+    recorded_spacing,
     retrieval_scores,
 )
 from tumsyn.infer.loading import bundled_checkpoint_path
@@ -253,3 +254,9 @@ def test_retrieval_scores_with_few_prompts_use_them_all(model, cohort: Path) -> 
         retrieval_scores(model, records, candidates=1)
     with pytest.raises(ConfigError, match="2 distinct prompts"):
         retrieval_scores(model, records[:1])
+
+
+def test_the_spacing_comes_from_the_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    assert recorded_spacing(checkpoint) == DEFAULT_SPACING  # saved without a record
+    recorded = save_checkpoint(tmp_path / "s1.safetensors", build(SPEC), extra={"spacing": 3.0})
+    assert recorded_spacing(recorded) == 3.0

@@ -22,6 +22,7 @@ from tumsyn.train import run
 def test_stage1_writes_a_checkpoint_and_metrics(text_encoder: Path, steps: int) -> None:
     meta = read_checkpoint_metadata(text_encoder)
     assert meta["spec"]["name"] == "bmlip" and meta["extra"]["step"] == steps
+    assert meta["extra"]["spacing"] == 12.0  # the text config's: retrieval prepares images so
     assert meta["extra"]["metrics"]["val_top1"] >= 0
     rows = (text_encoder.parent / "metrics.csv").read_text().splitlines()
     assert len(rows) == steps + 1 and "val_loss" in rows[0]

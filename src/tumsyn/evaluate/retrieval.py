@@ -40,7 +40,7 @@ from tumsyn.metadata import (
     prompt_voxel_size,
 )
 from tumsyn.models.bmlip import BMLIP, contrastive_logits
-from tumsyn.models.checkpoint import load_checkpoint
+from tumsyn.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from tumsyn.text import tokenize
 from tumsyn.train.config import ContrastiveTrainConfig
 
@@ -52,6 +52,7 @@ __all__ = [
     "modality_prompts",
     "rank_prompts",
     "read_prompts",
+    "recorded_spacing",
     "retrieval_scores",
 ]
 
@@ -81,6 +82,13 @@ def load_bmlip(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         name = model.spec.get("name", "?")
         raise ConfigError(f"{path}: a {name!r} checkpoint; {_NOT_STAGE_1}")
     return model
+
+
+def recorded_spacing(path: str | os.PathLike) -> float:
+    """The voxel size (mm) a stage-1 checkpoint's training resampled images to, as recorded in
+    it; :data:`DEFAULT_SPACING` (the training config's default) for checkpoints from before
+    tumsyn recorded it."""
+    return float(read_checkpoint_metadata(path)["extra"].get("spacing", DEFAULT_SPACING))
 
 
 def modality_prompts(voxel_size: Sequence[float]) -> list[str]:

@@ -103,6 +103,7 @@ def train_contrastive(
         validate=validate,
         samples_per_batch=config.batch_size,
         after_step=lambda m: m.clamp_logit_scale_(),
-        extra={"stage": "text", "prompts": prompts},
+        # The voxel size images were resampled to: retrieval must prepare images the same way.
+        extra={"stage": "text", "prompts": prompts, "spacing": config.spacing},
     )
     return train(config, stage, world, resume=resume, progress=progress, stop_at=stop_at)
