@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import pytest
 
 from tumsyn.io import Grid
 from tumsyn.metadata import ImagingMetadata
@@ -27,6 +33,17 @@ ISSUE_FLAIR = ImagingMetadata(
     ti=2500,
     flip_angle=150,
 )
+
+# A BMLIP far smaller than bmlip-tiny (16^3 input): a few training steps take seconds.
+TINY_BMLIP_SPEC = {
+    "name": "bmlip",
+    "args": {
+        "embed_dim": 16,
+        "text": {"context_length": 90, "vocab_size": 49408, "width": 16, "layers": 1, "heads": 2},
+        "vision": {"kind": "vit", "input_size": 16, "patch_size": 8, "width": 16, "layers": 1,
+                   "heads": 2, "mlp_dim": 32},
+    },
+}  # fmt: skip
 
 # The smallest synthesis network with 16-dimensional text features: fast enough to train and
 # synthesize with in tests.
@@ -111,3 +128,23 @@ def deterministic_weights(state: dict) -> dict:
 def fill_deterministic_(model) -> None:
     """Load :func:`deterministic_weights` into ``model`` (strict: every key; meta models too)."""
     model.load_state_dict(deterministic_weights(model.state_dict()), strict=True, assign=True)
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str) -> Iterator[ModuleType]:
+    """A ``benchmarks/`` script as a module (benchmarks/ is no package; a script imports its
+    sibling ``common``).
+
+    What loading it adds to ``sys.modules`` and ``sys.path`` is taken away afterwards, so that
+    the benchmark folder shadows nothing in later tests.
+    """
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "path", list(sys.path))
+        spec = importlib.util.spec_from_file_location(name, script)
+        module = importlib.util.module_from_spec(spec)
+        # dataclasses look the module up while the class is made
+        patch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+        yield module
+        sys.modules.pop("common", None)  # the script's sibling, imported by its plain name

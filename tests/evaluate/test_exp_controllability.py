@@ -7,7 +7,6 @@ the experiment's finding, not a property to assert.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -17,25 +16,13 @@ from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "exp_controllability.py"
+from helpers import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def experiment() -> Iterator[ModuleType]:
-    """The script as a module (benchmarks/ is no package; it imports its sibling ``common``).
-
-    What loading it adds to ``sys.modules`` and ``sys.path`` is taken away afterwards, so that
-    the benchmark folder shadows nothing in later tests.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "path", list(sys.path))
-        spec = importlib.util.spec_from_file_location("exp_controllability", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        # dataclasses look the module up while the class is made
-        patch.setitem(sys.modules, spec.name, module)
-        spec.loader.exec_module(module)
+    with benchmark_module("exp_controllability") as module:
         yield module
-        sys.modules.pop("common", None)  # the script's sibling, imported by its plain name
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ super-resolves or changes contrast is the experiment's finding, not a property t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -18,28 +17,16 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from helpers import benchmark_module
 from tumsyn.io import Grid
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "exp_heterogeneous_resolution.py"
 METHODS = ["tumsyn FLAIR->T1w", "tumsyn FLAIR->FLAIR", "trilinear", "B-spline"]
 
 
 @pytest.fixture(scope="module")
 def experiment() -> Iterator[ModuleType]:
-    """The script as a module (benchmarks/ is no package; it imports its sibling ``common``).
-
-    What loading it adds to ``sys.modules`` and ``sys.path`` is taken away afterwards, so that
-    the benchmark folder shadows nothing in later tests.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "path", list(sys.path))
-        spec = importlib.util.spec_from_file_location("exp_heterogeneous_resolution", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        # dataclasses look the module up while the class is made
-        patch.setitem(sys.modules, spec.name, module)
-        spec.loader.exec_module(module)
+    with benchmark_module("exp_heterogeneous_resolution") as module:
         yield module
-        sys.modules.pop("common", None)  # the script's sibling, imported by its plain name
 
 
 @pytest.fixture(scope="module")

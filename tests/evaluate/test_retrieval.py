@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import TINY_BMLIP_SPEC
 from tumsyn.cli import main
 from tumsyn.data import ImageRecord, VolumeCache, WholeVolumes, load_index
 from tumsyn.errors import ConfigError, MetadataError, PromptParseError
@@ -34,16 +35,7 @@ from tumsyn.metadata import MODALITIES, ImagingMetadata, load_protocols, parse_p
 from tumsyn.models import build, save_checkpoint
 from tumsyn.simulate import CohortSettings, simulate_dataset
 
-# A BMLIP far smaller than bmlip-tiny (16^3 input), as the training tests use.
-SPEC = {
-    "name": "bmlip",
-    "args": {
-        "embed_dim": 16,
-        "text": {"context_length": 90, "vocab_size": 49408, "width": 16, "layers": 1, "heads": 2},
-        "vision": {"kind": "vit", "input_size": 16, "patch_size": 8, "width": 16, "layers": 1,
-                   "heads": 2, "mlp_dim": 32},
-    },
-}  # fmt: skip
+SPEC = TINY_BMLIP_SPEC
 SPACING = 3.0
 PROMPT = (
     "Age: 30; Gender: F; Scanner: 3 Siemens; Modality: {}; Voxel size: (1, 1, 1); "

@@ -13,21 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import TINY_SYNTH_SPEC
+from helpers import TINY_BMLIP_SPEC, TINY_SYNTH_SPEC
 from tumsyn.cli import main
 from tumsyn.metadata import load_protocols
 from tumsyn.simulate import CohortSettings, simulate_dataset
 
-# Models far smaller than the tiny configs, so that a few steps take seconds.
-BMLIP_SPEC = {
-    "name": "bmlip",
-    "args": {
-        "embed_dim": 16,
-        "text": {"context_length": 90, "vocab_size": 49408, "width": 16, "layers": 1, "heads": 2},
-        "vision": {"kind": "vit", "input_size": 16, "patch_size": 8, "width": 16, "layers": 1,
-                   "heads": 2, "mlp_dim": 32},
-    },
-}  # fmt: skip
+BMLIP_SPEC = TINY_BMLIP_SPEC
 STEPS = 6
 
 ConfigWriter = Callable[..., Path]
