@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -139,7 +141,7 @@ def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path: Path) -> N
     target = tmp_path / "result.nii.gz"
     target.write_bytes(b"previous result")
     with pytest.raises(RuntimeError), atomic_output(target) as temporary:
-        assert temporary.parent == tmp_path and temporary.name.endswith(".nii.gz")
+        assert temporary.parent.parent == tmp_path and temporary.name == "result.nii.gz"
         temporary.write_bytes(b"half written")
         raise RuntimeError("disk full")
     assert target.read_bytes() == b"previous result"
@@ -154,20 +156,41 @@ def test_save_json_is_indented_utf8_with_a_final_newline(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == ["sidecar.json"]
 
 
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
 def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path: Path) -> None:
     target = tmp_path / "state.pt"
     target.write_bytes(b"finished")
-    (tmp_path / ".state.pt.k1ll3d.pt").write_bytes(b"half")  # as atomic_output names them
-    (tmp_path / ".state.pt.tmp").mkdir()  # not a file: left alone
+    dead = tmp_path / f".state.pt.{_dead_pid()}-x1y2"  # a killed writer's folder, as named
+    dead.mkdir()
+    (dead / "state.pt").write_bytes(b"half")
+    (dead / ".tmpAbC123").write_bytes(b"half")  # a library's own temporary inside it
+    (tmp_path / ".state.pt.k1ll3d.pt").write_bytes(b"half")  # no PID: an older tumsyn's file
+    live = tmp_path / f".state.pt.{os.getpid()}-a1b2"  # a writer that still runs
+    live.mkdir()
     (tmp_path / "state.pt.notes").write_bytes(b"someone else's")
     removed = remove_stale_temporaries(target)
-    assert [p.name for p in removed] == [".state.pt.k1ll3d.pt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".state.pt.tmp",
-        "state.pt",
-        "state.pt.notes",
-    ]
+    assert sorted(p.name for p in removed) == sorted([dead.name, ".state.pt.k1ll3d.pt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, "state.pt", "state.pt.notes"]
+    )
     assert remove_stale_temporaries(tmp_path / "missing" / "state.pt") == []
+
+
+def test_a_writers_own_temporaries_stay_in_the_private_folder(tmp_path: Path) -> None:
+    # safetensors writes ".tmpXXXXXX" beside the file it is given and renames it: killed in
+    # between, that file would be left where no PID names its writer.
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_output(tmp_path / "model.safetensors") as temporary:
+        save_file({"w": torch.zeros(4)}, str(temporary))
+        assert temporary.parent != tmp_path
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
 def test_load_does_not_modify_the_input(write_nifti, brain_like) -> None:

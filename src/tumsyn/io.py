@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -271,31 +272,30 @@ def _current_umask() -> int:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+    """Yield a temporary path for ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temporary name keeps the final suffix so that libraries choosing a format by extension
-    (nibabel: ``.nii.gz`` means gzip) write the right thing. On error the temporary file is removed
-    and any existing ``path`` is left untouched.
+    The temporary file has ``path``'s own name, inside a private folder beside it
+    (``.<name>.<pid>-XXXX/``), so libraries choosing a format by extension (nibabel: ``.nii.gz``
+    means gzip) write the right thing, and temporaries that a writing library makes of its own
+    next to the file (safetensors writes ``.tmpXXXXXX`` and renames it) stay in that folder too.
+    On error the folder is removed and any existing ``path`` is left untouched; a folder left by
+    a killed process is removed by the next write of ``path`` (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputFileError(f"{path.parent}: output folder does not exist")
-    suffix = "".join(path.suffixes[-2:]) if _is_nifti_name(path) else path.suffix
     remove_stale_temporaries(path)
-    prefix = f".{path.name}.{os.getpid()}-"  # the writer's PID tells a stale file from a live one
-    handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
-    os.close(handle)
+    prefix = f".{path.name}.{os.getpid()}-"  # the writer's PID tells a stale folder from a live one
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+    temporary = folder / path.name
     try:
-        yield Path(temporary)
-        # mkstemp makes the file private (0600), and some writers replace the file they are given;
-        # either way, give the result the permissions a plain open() would.
+        yield temporary
+        # Give the result the permissions a plain open() would, whatever the writer chose.
         os.chmod(temporary, 0o666 & ~_current_umask())
         _flush_to_disk(temporary)
         os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _flush_to_disk(path: str) -> None:
@@ -309,12 +309,12 @@ def _flush_to_disk(path: str) -> None:
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writers of ``path`` left beside it; return them.
+    """Delete the temporaries that killed writers of ``path`` left beside it; return them.
 
     A process killed outright (SIGKILL, out of memory, power loss) never runs the clean-up of
-    :func:`atomic_output`, so its half-written ``.<name>.<pid>-*`` file stays. Such a file is stale
-    when its writer's process is gone; a live writer's (another rank, another run writing the
-    same name) is left alone. :func:`atomic_output` calls this before every write, so the next
+    :func:`atomic_output`, so its ``.<name>.<pid>-*`` folder (with a half-written file) stays. It
+    is stale when its writer's process is gone; a live writer's (another rank, another run writing
+    the same name) is left alone. :func:`atomic_output` calls this before every write, so the next
     write of a path clears what an interrupted one left.
     """
     path = Path(path)
@@ -324,13 +324,14 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     stale = [
         entry
         for entry in path.parent.iterdir()
-        if entry.name.startswith(prefix)
-        and not _writer_alive(entry.name[len(prefix) :])
-        and entry.is_file()
+        if entry.name.startswith(prefix) and not _writer_alive(entry.name[len(prefix) :])
     ]
     for entry in stale:
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
     return stale
 
 
