@@ -505,14 +505,10 @@ def add_evaluate(commands: Commands) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tumsyn.evaluate.report import evaluate
-    from tumsyn.io import refuse_overwriting_inputs
+    from tumsyn.io import check_output_path
 
     inputs = [args.pred, args.truth, *([args.mask] if args.mask else []), *(args.tissues or [])]
-    outputs = [path for path in (args.out, args.csv) if path is not None]
-    for output in outputs:
-        refuse_overwriting_inputs(output, *inputs)
-        if not output.parent.is_dir():
-            raise TumsynError(f"{output.parent}: the output folder does not exist; make it first")
+    outputs = [check_output_path(path, *inputs) for path in (args.out, args.csv) if path]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise TumsynError(f"{args.out}: --out and --csv must be different files")
     report = evaluate(args.pred, args.truth, mask=args.mask, tissues=args.tissues, seed=args.seed)
@@ -574,7 +570,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         read_prompts,
         recorded_spacing,
     )
-    from tumsyn.io import read_grid, refuse_overwriting_inputs, save_json
+    from tumsyn.io import check_output_path, read_grid, save_json
 
     # Options and output checks first: a mistake costs no model loading.
     if args.top < 1:
@@ -583,11 +579,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         raise TumsynError(f"--spacing must be a positive number of mm, got {args.spacing}")
     if args.json is not None:
         inputs = [args.image, args.checkpoint, *([args.prompts] if args.prompts else [])]
-        refuse_overwriting_inputs(args.json, *inputs)
-        if not args.json.parent.is_dir():
-            raise TumsynError(
-                f"{args.json.parent}: the output folder does not exist; make it first"
-            )
+        check_output_path(args.json, *inputs)
     model = load_bmlip(args.checkpoint)
     spacing = recorded_spacing(args.checkpoint) if args.spacing is None else args.spacing
     if args.modalities:
@@ -627,14 +619,12 @@ def add_montage(commands: Commands) -> None:
 
 def cmd_montage(args: argparse.Namespace) -> int:
     from tumsyn.figures import save_montage
-    from tumsyn.io import load_nifti, refuse_overwriting_inputs
+    from tumsyn.io import check_output_path, load_nifti
     from tumsyn.metadata import modality_from_bids_name
 
     if args.out.suffix.lower() != ".png":
         raise TumsynError(f"{args.out}: the montage is a PNG; give a name ending in .png")
-    refuse_overwriting_inputs(args.out, *args.images)
-    if not args.out.parent.is_dir():
-        raise TumsynError(f"{args.out.parent}: the output folder does not exist; make it first")
+    check_output_path(args.out, *args.images)
     images = []
     for path in args.images:
         volume = load_nifti(path)

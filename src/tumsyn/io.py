@@ -35,6 +35,7 @@ __all__ = [
     "atomic_output",
     "check_affine",
     "check_grid_size",
+    "check_output_path",
     "load_nifti",
     "nifti_image",
     "read_grid",
@@ -242,6 +243,20 @@ def load_nifti(
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as error:
         raise ImageError(f"{path}: cannot be read as NIfTI ({error})") from None
     return as_volume(data, image.affine, name=str(path), nan_to_zero=nan_to_zero)
+
+
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """Refuse an output before any work is done: its folder is missing, or it is one of
+    ``inputs`` (see :func:`refuse_overwriting_inputs`). Returns the output as a path.
+
+    Raises:
+        InputFileError: no such output folder. ConfigError: the output is an input.
+    """
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise InputFileError(f"{output.parent}: the output folder does not exist; make it first")
+    refuse_overwriting_inputs(output, *inputs)
+    return output
 
 
 def refuse_overwriting_inputs(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:

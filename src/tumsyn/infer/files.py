@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tumsyn.errors import ConfigError, ImageError, InputFileError
+from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.synthesizer import SynthesizedImage, Synthesizer, TargetLike
-from tumsyn.io import refuse_overwriting_inputs, save_json, save_nifti
+from tumsyn.io import check_output_path, refuse_overwriting_inputs, save_json, save_nifti
 from tumsyn.metadata import sidecar_from_metadata, sidecar_path
 
 __all__ = ["SynthesizedFile", "check_output", "refuse_raw_bids_output", "synthesize_file"]
@@ -85,9 +85,7 @@ def check_output(output: str | os.PathLike, source: str | os.PathLike) -> Path:
     output = Path(output)
     if not output.name.lower().endswith((".nii", ".nii.gz")):
         raise ImageError(f"{output}: the output must end in .nii or .nii.gz")
-    if not output.parent.is_dir():
-        raise InputFileError(f"{output.parent}: the output folder does not exist; make it first")
-    refuse_overwriting_inputs(output, source, sidecar_path(source))
+    check_output_path(output, source, sidecar_path(source))
     refuse_overwriting_inputs(sidecar_path(output), source, sidecar_path(source))
     refuse_raw_bids_output(output)
     return output
