@@ -5,7 +5,12 @@ Example:
     >>> model = build("tumsyn-tiny")  # or "official-synth", "tumsyn-base", a YAML path, a spec
 """
 
-from tumsyn.models import bmlip, pipeline, synth  # noqa: F401  (register the model families)
+from tumsyn.models import (  # noqa: F401  (register the model families)
+    bmlip,
+    conditioners,
+    pipeline,
+    synth,
+)
 from tumsyn.models.bmlip import BMLIP, BMLIPConfig, contrastive_loss
 from tumsyn.models.checkpoint import load_checkpoint, save_checkpoint
 from tumsyn.models.official import convert_official, load_official

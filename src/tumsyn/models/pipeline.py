@@ -1,9 +1,10 @@
-"""A deployable synthesis model: the frozen stage-1 text tower and the stage-2 network, one file.
+"""A deployable synthesis model: the frozen conditioner and the stage-2 network, one file.
 
-``tumsyn synthesize`` needs both halves: the text tower turns a prompt into features, the network
-turns a source patch and those features into the target. :class:`SynthesisPipeline` holds them
-(keys ``text.*`` and ``synth.*``) with a spec that rebuilds both, and records what the training
-data covered, so that prompts outside it can be flagged as extrapolations.
+``tumsyn synthesize`` needs both halves: the conditioner (the stage-1 text tower, or a baseline's
+from :mod:`tumsyn.models.conditioners`) turns a prompt into features, the network turns a source
+patch and those features into the target. :class:`SynthesisPipeline` holds them (keys ``text.*``
+and ``synth.*``) with a spec that rebuilds both, and records what the training data covered, so
+that prompts outside it can be flagged as extrapolations.
 """
 
 from __future__ import annotations
@@ -17,18 +18,27 @@ from torch import nn
 
 from tumsyn.config import StrictConfig
 from tumsyn.models.bmlip import TextConfig
-from tumsyn.models.registry import build, load_config, register
+from tumsyn.models.registry import build, load_config, parse_config, register
 from tumsyn.models.synth import SynthesisNetwork
 from tumsyn.models.text_encoder import TextEncoder, check_text_encoder_args
-from tumsyn.text import tokenize
 
-__all__ = ["PipelineConfig", "SynthesisPipeline", "TextTowerConfig", "make_pipeline"]
+__all__ = [
+    "CONDITIONER_FAMILIES",
+    "PipelineConfig",
+    "SynthesisPipeline",
+    "TextTowerConfig",
+    "make_pipeline",
+    "text_tower_spec",
+]
 
 
 class TextTowerConfig(TextConfig):
     """A standalone text tower (``text`` family): the stage-1 text encoder on its own."""
 
     embed_dim: PositiveInt = 768
+
+    def feature_dim(self) -> int:
+        return self.embed_dim
 
     @model_validator(mode="after")
     def _fits(self) -> TextTowerConfig:
@@ -41,32 +51,41 @@ def build_text(config: TextTowerConfig) -> TextEncoder:
     return TextEncoder(**config.model_dump())
 
 
+#: Registered families that may fill a pipeline's ``text`` slot (:mod:`tumsyn.models.conditioners`).
+CONDITIONER_FAMILIES = ("text", "onehot", "metadata", "sentence")
+
+
 class PipelineConfig(StrictConfig):
-    text: dict[str, Any]  # a "text" spec
+    text: dict[str, Any]  # the conditioner's spec ("text" for the stage-1 tower, by history)
     synth: dict[str, Any]  # a "synth" spec
 
     @model_validator(mode="after")
     def _specs(self) -> PipelineConfig:
         text, synth = load_config(self.text), load_config(self.synth)
-        if text["name"] != "text" or synth["name"] != "synth":
-            raise ValueError("a pipeline holds a 'text' spec and a 'synth' spec")
-        if text["args"]["embed_dim"] != synth["args"]["text_dim"]:
+        if text["name"] not in CONDITIONER_FAMILIES or synth["name"] != "synth":
             raise ValueError(
-                f"text embed_dim {text['args']['embed_dim']} != synth text_dim "
+                f"a pipeline holds a conditioner spec ({', '.join(CONDITIONER_FAMILIES)}) and a "
+                f"'synth' spec, got {text['name']!r} and {synth['name']!r}"
+            )
+        features = parse_config(text).feature_dim()
+        if features != synth["args"]["text_dim"]:
+            raise ValueError(
+                f"the {text['name']} conditioner gives {features}-d features, synth text_dim is "
                 f"{synth['args']['text_dim']}"
             )
         return self
 
 
 class SynthesisPipeline(nn.Module):
-    """Text tower + synthesis network.
+    """Conditioner + synthesis network.
 
     Args:
-        text: the stage-1 text encoder (frozen).
+        text: the frozen conditioner (the stage-1 text encoder, or a baseline's): anything with
+            ``features(prompts, pooled=...)``.
         synth: the stage-2 network.
     """
 
-    def __init__(self, text: TextEncoder, synth: SynthesisNetwork) -> None:
+    def __init__(self, text: nn.Module, synth: SynthesisNetwork) -> None:
         super().__init__()
         self.text = text
         self.synth = synth
@@ -79,12 +98,10 @@ class SynthesisPipeline(nn.Module):
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Text features of one prompt, in the form the fusion block takes (batch of 1)."""
-        device = self.text.text_projection.device
-        ids = tokenize(prompt).to(device)
-        if self.pooled_text:
-            return self.text(ids), None
-        return self.text.prompt_tokens(ids)
+        """Features of one prompt, in the form the fusion block takes (batch of 1)."""
+        device = next(self.synth.parameters()).device
+        text, mask = self.text.features([prompt], pooled=self.pooled_text)
+        return text.to(device), None if mask is None else mask.to(device)
 
     def predictor(self, prompt: str) -> Callable[..., torch.Tensor]:
         """``(patches, coord, cell) -> values`` with the prompt bound (for whole volumes)."""
@@ -104,21 +121,27 @@ def build_pipeline(config: PipelineConfig) -> SynthesisPipeline:
     return SynthesisPipeline(build(config.text), build(config.synth))
 
 
-def make_pipeline(text_encoder: TextEncoder, synth: SynthesisNetwork) -> SynthesisPipeline:
-    """A pipeline (with its spec) from a stage-1 text tower and a stage-2 network."""
-    text_spec = {
-        "name": "text",
-        "args": {
-            "context_length": text_encoder.context_length,
-            "vocab_size": text_encoder.vocab_size,
-            "width": text_encoder.width,
-            "layers": len(text_encoder.transformer.resblocks),
-            "heads": text_encoder.transformer.resblocks[0].attn.num_heads,
-            "embed_dim": text_encoder.embed_dim,
-        },
-    }
-    pipeline = SynthesisPipeline(text_encoder, synth)
-    pipeline.spec = load_config(
-        {"name": "pipeline", "args": {"text": text_spec, "synth": synth.spec}}
+def text_tower_spec(encoder: TextEncoder) -> dict[str, Any]:
+    """The ``text`` spec of a stage-1 text tower (which BMLIP assembles without one)."""
+    return load_config(
+        {
+            "name": "text",
+            "args": {
+                "context_length": encoder.context_length,
+                "vocab_size": encoder.vocab_size,
+                "width": encoder.width,
+                "layers": len(encoder.transformer.resblocks),
+                "heads": encoder.transformer.resblocks[0].attn.num_heads,
+                "embed_dim": encoder.embed_dim,
+            },
+        }
     )
+
+
+def make_pipeline(conditioner: nn.Module, synth: SynthesisNetwork) -> SynthesisPipeline:
+    """A pipeline (with its spec) from a conditioner (a stage-1 text tower or a built
+    conditioner with its ``spec``) and a stage-2 network."""
+    spec = getattr(conditioner, "spec", None) or text_tower_spec(conditioner)
+    pipeline = SynthesisPipeline(conditioner, synth)
+    pipeline.spec = load_config({"name": "pipeline", "args": {"text": spec, "synth": synth.spec}})
     return pipeline

@@ -23,7 +23,7 @@ from tumsyn.yamlfiles import packaged_yaml_names, read_packaged_or_path_yaml
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["build", "list_configs", "load_config", "register"]
+__all__ = ["build", "list_configs", "load_config", "parse_config", "register"]
 
 _FAMILIES: dict[str, tuple[type[StrictConfig], Callable[[Any], Any]]] = {}
 
@@ -77,10 +77,17 @@ def load_config(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
     return {"name": family, "args": config.model_dump(mode="json")}
 
 
+def parse_config(source: str | os.PathLike | Mapping[str, Any]) -> StrictConfig:
+    """The validated settings object of a spec (its family's pydantic class), without building."""
+    spec = load_config(source)
+    config_class, _ = _FAMILIES[spec["name"]]
+    return config_class(**spec["args"])
+
+
 def build(source: str | os.PathLike | Mapping[str, Any]):
     """Build a model from a configuration name, YAML file or spec; ``model.spec`` records it."""
     spec = load_config(source)
-    config_class, builder = _FAMILIES[spec["name"]]
-    model = builder(config_class(**spec["args"]))
+    _, builder = _FAMILIES[spec["name"]]
+    model = builder(parse_config(spec))
     model.spec = spec
     return model

@@ -10,6 +10,7 @@ mlp.c_fc, mlp.c_proj, ln_2}``, ``ln_final``, ``text_projection``), so that the `
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -231,6 +232,19 @@ class TextEncoder(nn.Module):
         positions = torch.arange(ids.shape[1], device=ids.device)
         mask = positions[None, :] <= ids.argmax(dim=-1, keepdim=True)
         return tokens, mask
+
+    @torch.no_grad()
+    def features(
+        self, prompts: Sequence[str], *, pooled: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A conditioner's answer (:mod:`tumsyn.models.conditioners`): the pooled vectors
+        ``(N, embed_dim)``, or every prompt's tokens and mask (:meth:`prompt_tokens`)."""
+        from tumsyn.text import tokenize  # here: the tokenizer's vocabulary loads on first use
+
+        ids = tokenize(list(prompts)).to(self.text_projection.device)
+        if pooled:
+            return self(ids), None
+        return self.prompt_tokens(ids)
 
     @classmethod
     def _from_parts(

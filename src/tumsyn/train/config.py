@@ -1,8 +1,9 @@
 """Training configurations: every hyperparameter in one YAML file, validated on load.
 
 A stage-1 file (``tumsyn train-text``) and a stage-2 file (``tumsyn train``) share the sections
-``data``, ``optimizer``, ``schedule`` and the loop settings; stage 2 adds ``text_encoder`` (the
-stage-1 checkpoint whose frozen text tower conditions the synthesis) and the patch settings.
+``data``, ``optimizer``, ``schedule`` and the loop settings; stage 2 adds the ``conditioner`` (by
+default ``bmlip``: the frozen text tower of the stage-1 checkpoint ``text_encoder``), the
+``tasks`` it trains on, and the patch settings.
 Relative paths in a file are relative to that file's folder.
 """
 
@@ -12,10 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import PositiveFloat, PositiveInt, ValidationError
+from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
+from tumsyn.metadata import canonical_modality
 from tumsyn.yamlfiles import read_yaml
 
 __all__ = [
@@ -75,13 +77,33 @@ class SynthesisTrainConfig(_TrainConfig):
     """Stage 2: the synthesis network, conditioned on a frozen stage-1 text encoder."""
 
     stage: Literal["synthesis"] = "synthesis"
-    text_encoder: str  # stage-1 checkpoint (tumsyn .safetensors)
+    # What turns target prompts into features (tumsyn.models.conditioners): bmlip (the frozen
+    # stage-1 text tower), untrained (that tower's architecture, random frozen weights), onehot,
+    # metadata, sentence. The model's text_dim is set to the conditioner's feature size.
+    conditioner: Literal["bmlip", "untrained", "onehot", "metadata", "sentence"] = "bmlip"
+    text_encoder: str | None = None  # stage-1 checkpoint (tumsyn .safetensors): bmlip, untrained
+    # Ordered (source, target) modality pairs to train on; empty: every pair of a subject's images.
+    # One pair makes a task-specific model (the paper's SC-GAN role).
+    tasks: tuple[tuple[str, str], ...] = ()
     patch_size: PositiveInt = 32
     queries: PositiveInt = 8000
     scale_range: tuple[float, float] = (1.0, 3.0)
     anisotropic: float = 0.5  # probability of independent per-axis scales
     subject_dropout: float = 0.0  # probability that a target prompt leaves out age and sex
     validation_patches: PositiveInt = 16
+
+    @field_validator("tasks")
+    @classmethod
+    def _modalities(cls, tasks: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        return tuple((canonical_modality(a), canonical_modality(b)) for a, b in tasks)
+
+    @model_validator(mode="after")
+    def _text_encoder(self) -> SynthesisTrainConfig:
+        if self.conditioner in ("bmlip", "untrained") and self.text_encoder is None:
+            raise ValueError(
+                f"text_encoder: the {self.conditioner} conditioner needs a stage-1 checkpoint"
+            )
+        return self
 
 
 def _resolve(value: str, folder: Path) -> str:

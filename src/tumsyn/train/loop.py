@@ -11,6 +11,9 @@ Files in the run folder (rank 0 writes; every write is atomic):
   the step and the latest metrics;
 - ``state.pt``: weights, optimiser, schedule, position and random states, for ``--resume`` (read
   with ``torch.load(weights_only=True)``);
+- ``pipeline.safetensors`` (stage 2): the deployable model, conditioner and network, written
+  after ``model.safetensors`` at every checkpoint, so ``tumsyn synthesize --checkpoint`` runs any
+  run's latest weights;
 - ``metrics.csv``: one row per step (loss, learning rate, samples/s; validation columns every
   ``validate_every`` steps), and TensorBoard events when ``tensorboard`` is installed.
 
@@ -46,6 +49,7 @@ __all__ = ["RunRecords", "Stage", "TrainResult", "run_records", "train"]
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.csv"
+EXPORT_FILE = "pipeline.safetensors"
 
 
 @dataclass
@@ -60,6 +64,8 @@ class Stage:
     samples_per_batch: int
     after_step: Callable[[nn.Module], None] = lambda model: None
     extra: dict[str, Any] = field(default_factory=dict)  # stored with the checkpoint
+    # (trained model, checkpoint facts) -> (module, facts) written to pipeline.safetensors
+    export: Callable[[nn.Module, dict[str, Any]], tuple[nn.Module, dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,8 @@ class _MetricsLog:
             self.board.flush()
 
 
-def _save(folder, model, optimizer, scheduler, position, metrics, extra) -> None:
-    """Write ``state.pt``, weights included, then ``model.safetensors``.
+def _save(folder, model, optimizer, scheduler, position, metrics, extra, export) -> None:
+    """Write ``state.pt``, weights included, then ``model.safetensors`` (and the export).
 
     Each write is atomic, but a kill can fall between the two; resuming reads the weights from
     ``state.pt``, so they always belong to the step of the optimiser and position beside them.
@@ -151,12 +157,16 @@ def _save(folder, model, optimizer, scheduler, position, metrics, extra) -> None
     }
     with atomic_output(folder / STATE_FILE) as temporary:
         torch.save(state, temporary)
-    save_checkpoint(folder / MODEL_FILE, model, extra={**extra, "step": step, "metrics": metrics})
+    facts = {**extra, "step": step, "metrics": metrics}
+    save_checkpoint(folder / MODEL_FILE, model, extra=facts)
+    if export is not None:
+        exported, exported_facts = export(model, facts)
+        save_checkpoint(folder / EXPORT_FILE, exported, extra=exported_facts)
 
 
 def _remove_interrupted_writes(folder: Path) -> None:
     """Delete what a killed run left half-written, so the run folder holds only finished files."""
-    for name in (MODEL_FILE, STATE_FILE, METRICS_FILE):
+    for name in (MODEL_FILE, STATE_FILE, METRICS_FILE, EXPORT_FILE):
         remove_stale_temporaries(folder / name)
 
 
@@ -261,7 +271,7 @@ def train(
             if world.is_main and step % config.checkpoint_every == 0:
                 log.flush()
                 _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics,
-                      stage.extra)  # fmt: skip
+                      stage.extra, stage.export)  # fmt: skip
         else:
             epoch, position = epoch + 1, 0
     bar.close()
@@ -270,7 +280,8 @@ def train(
         extra["ranks_identical"] = _ranks_identical(model)
     if world.is_main:
         log.flush()
-        _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics, extra)
+        _save(folder, model, optimizer, scheduler, (step, epoch, position), metrics, extra,
+              stage.export)  # fmt: skip
     return TrainResult(folder, model, step)
 
 

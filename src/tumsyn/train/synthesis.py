@@ -1,9 +1,10 @@
-"""Stage 2: train the synthesis network on pairs of co-registered images, text from stage 1.
+"""Stage 2: train the synthesis network on pairs of co-registered images, prompts encoded by a
+frozen conditioner (by default the stage-1 text tower; :mod:`tumsyn.models.conditioners`).
 
-The stage-1 checkpoint's text tower is frozen and run once per distinct prompt before training
-(the data set has a few dozen protocols, the loop thousands of steps). Its output is what the
-fusion block expects: the pooled vector for the official block, every token up to the end token
-for tumsyn's per-voxel cross-attention.
+The conditioner runs once per distinct prompt before training. Its output is what the fusion
+block expects: the pooled vector for the official block, tokens and their mask for tumsyn's
+per-voxel cross-attention. Each checkpoint also writes ``pipeline.safetensors`` (conditioner +
+network, with the coverage of the training targets), which ``tumsyn synthesize`` runs.
 
 Every ordered pair (A, B) of a subject's images is a sample, so both directions (A -> B and
 B -> A) are trained with the same weights, as the official code does in one step.
@@ -15,6 +16,7 @@ baseline (the low-resolution source interpolated at the query points) on the [0,
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from tumsyn.data import (
     SynthesisPatches,
@@ -23,37 +25,28 @@ from tumsyn.data import (
 )
 from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
-from tumsyn.metadata import prompt_without_subject
-from tumsyn.models import BMLIP, SynthesisNetwork, build, load_checkpoint
+from tumsyn.infer.coverage import coverage_from_prompts
+from tumsyn.metadata import parse_prompt, prompt_without_subject
+from tumsyn.models import BMLIP, build, load_checkpoint, load_config, make_pipeline
+from tumsyn.models.conditioners import site_label
 from tumsyn.models.liif import sample_grid
-from tumsyn.models.synth import fusion_takes_pooled_text
-from tumsyn.text import tokenize
+from tumsyn.models.pipeline import text_tower_spec
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.loop import Stage, run_records, train
 from tumsyn.train.sampling import EpochShuffle
 
-__all__ = ["PromptFeatures", "train_synthesis"]
+__all__ = ["PromptFeatures", "make_conditioner", "task_pairs", "train_synthesis"]
 
 
 class PromptFeatures:
-    """Frozen text features of a fixed list of prompts, looked up by prompt index."""
+    """Frozen features of a fixed list of prompts, looked up by prompt index.
 
-    def __init__(self, checkpoint: str, prompts: list[str], *, pooled: bool, text_dim: int) -> None:
-        model = load_checkpoint(checkpoint)
-        if not isinstance(model, BMLIP):
-            raise ConfigError(f"{checkpoint}: text_encoder must be a stage-1 (BMLIP) checkpoint")
-        encoder = model.text_encoder().eval()
-        if encoder.embed_dim != text_dim:
-            raise ConfigError(
-                f"{checkpoint}: its text features have {encoder.embed_dim} dimensions, the "
-                f"synthesis model expects text_dim {text_dim}"
-            )
-        ids = tokenize(prompts)
-        with torch.no_grad():
-            if pooled:
-                self.tokens, self.mask = encoder(ids), None
-            else:
-                self.tokens, self.mask = encoder.prompt_tokens(ids)
+    Computed once before training: the data set has a few dozen prompts, the loop thousands of
+    steps, and every conditioner is frozen.
+    """
+
+    def __init__(self, conditioner: nn.Module, prompts: list[str], *, pooled: bool) -> None:
+        self.tokens, self.mask = conditioner.features(prompts, pooled=pooled)
 
     def to(self, device: torch.device) -> PromptFeatures:
         self.tokens = self.tokens.to(device)
@@ -62,6 +55,69 @@ class PromptFeatures:
 
     def __call__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.tokens[index], None if self.mask is None else self.mask[index]
+
+
+def _stage1_text_tower(checkpoint: str) -> nn.Module:
+    model = load_checkpoint(checkpoint)
+    if not isinstance(model, BMLIP):
+        raise ConfigError(f"{checkpoint}: text_encoder must be a stage-1 (BMLIP) checkpoint")
+    return model.text_encoder().eval()
+
+
+def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> nn.Module:
+    """The frozen conditioner ``config.conditioner`` names, built with its spec.
+
+    ``untrained`` rebuilds the stage-1 tower's architecture with weights drawn from
+    ``config.seed``; ``onehot`` takes its sites from the training prompts.
+    """
+    kind = config.conditioner
+    if kind in ("bmlip", "untrained"):
+        tower = _stage1_text_tower(config.text_encoder)
+        spec = text_tower_spec(tower)
+        if kind == "bmlip":
+            tower.spec = spec
+            return tower
+        torch.manual_seed(config.seed)
+        return build(spec).eval()
+    args = {}
+    if kind == "onehot":
+        sites = {site_label(parse_prompt(prompt)) for prompt in train_prompts}
+        args["sites"] = sorted(site for site in sites if site is not None)
+    return build({"name": kind, "args": args})
+
+
+def _network_spec(config: SynthesisTrainConfig, conditioner: nn.Module) -> dict:
+    """The model's spec with ``text_dim`` set to the conditioner's feature size."""
+    spec = load_config(config.model)
+    if spec["name"] != "synth":
+        raise ConfigError(f"model {config.model!r} is not a synthesis (stage 2) configuration")
+    spec["args"]["text_dim"] = conditioner.embed_dim
+    return spec
+
+
+def task_pairs(pairs: list, tasks: tuple[tuple[str, str], ...]) -> list:
+    """The (source, target) pairs whose modalities form one of ``tasks`` (all when empty)."""
+    if not tasks:
+        return pairs
+    wanted = set(tasks)
+    return [
+        (source, target)
+        for source, target in pairs
+        if (str(source.metadata.modality), str(target.metadata.modality)) in wanted
+    ]
+
+
+def _pipeline(conditioner, network, facts: dict, target_prompts: list[str]):
+    """The deployable pipeline of a checkpoint, recording what its training targets covered."""
+    pipeline = make_pipeline(conditioner, network)
+    extra = {
+        "name": f"tumsyn ({facts['conditioner']} conditioner)",
+        "coverage": coverage_from_prompts(target_prompts),
+        "stage2": {key: facts[key] for key in ("step", "metrics", "conditioner", "tasks")},
+        "text_encoder": facts["text_encoder"],
+        "training_data": "the data set of the run's configuration",
+    }
+    return pipeline, extra
 
 
 def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -90,23 +146,22 @@ def train_synthesis(
         paired_records(train_records),
         paired_records(validation_records),
     )
+    train_pairs = task_pairs(train_pairs, config.tasks)
+    validation_pairs = task_pairs(validation_pairs, config.tasks)
     if not train_pairs:
-        raise ConfigError(f"{config.data.source}: no subject has two images to pair")
+        raise ConfigError(
+            f"{config.data.source}: no subject has two images to pair"
+            + (f" for the tasks {list(config.tasks)}" if config.tasks else "")
+        )
     prompts, prompt_ids = records.prompts, records.prompt_ids
     if config.subject_dropout > 0:  # the prompts without age and sex get features too
         prompts = sorted({*prompts, *(prompt_without_subject(p) for p in prompts)})
         prompt_ids = {prompt: index for index, prompt in enumerate(prompts)}
+    target_prompts = sorted({target.prompt for _, target in train_pairs})
+    conditioner = make_conditioner(config, target_prompts)
     torch.manual_seed(config.seed)
-    model = build(config.model)
-    if not isinstance(model, SynthesisNetwork):
-        raise ConfigError(f"model {config.model!r} is not a synthesis (stage 2) configuration")
-    spec = model.spec["args"]
-    features = PromptFeatures(
-        config.text_encoder,
-        prompts,
-        pooled=fusion_takes_pooled_text(spec["fusion"]["kind"]),
-        text_dim=spec["text_dim"],
-    ).to(world.device)
+    model = build(_network_spec(config, conditioner))
+    features = PromptFeatures(conditioner, prompts, pooled=model.pooled_text).to(world.device)
     cache = VolumeCache(config.data.cache)
     patch_settings = {
         "patch_size": config.patch_size,
@@ -134,9 +189,10 @@ def train_synthesis(
 
     validation = None
     if validation_pairs:
-        held_out = SynthesisPatches(
-            validation_pairs, cache, prompt_ids, seed=config.seed + 1, **patch_settings
-        )
+        held_out = SynthesisPatches(  # pairs reused with new patches when there are fewer
+            validation_pairs, cache, prompt_ids, seed=config.seed + 1,
+            length=config.validation_patches, **patch_settings,
+        )  # fmt: skip
         validation = [held_out[i] for i in range(config.validation_patches)]
 
     def validate(network) -> dict[str, float]:
@@ -165,6 +221,13 @@ def train_synthesis(
         loss=loss,
         validate=validate,
         samples_per_batch=config.batch_size,
-        extra={"stage": "synthesis", "text_encoder": str(config.text_encoder), "prompts": prompts},
+        extra={
+            "stage": "synthesis",
+            "conditioner": config.conditioner,
+            "text_encoder": config.text_encoder,
+            "tasks": [list(task) for task in config.tasks],
+            "prompts": prompts,
+        },
+        export=lambda network, facts: _pipeline(conditioner, network, facts, target_prompts),
     )
     return train(config, stage, world, resume=resume, progress=progress, stop_at=stop_at)
