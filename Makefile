@@ -9,7 +9,7 @@ BIDS_VALIDATOR_VERSION := 1.15.0
 BIDS_VALIDATOR_DIR := $(VENV)/bids-validator
 BIDS_VALIDATOR := $(BIDS_VALIDATOR_DIR)/node_modules/bids-validator/bin/bids-validator
 
-.PHONY: setup bids-validator demo test test-slow bench lint format clean
+.PHONY: setup bids-validator demo test test-slow bench eval eval-quick lint format clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,22 @@ test-slow: setup bids-validator
 
 bench: setup
 	@for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+
+# The paper's experiments on simulated cohorts (benchmarks/exp_*.py, suite in benchmarks/suites/):
+# cohorts and models are made once under runs/eval-SUITE (cached by stage; an interrupted run
+# resumes: run the target again), then every experiment writes benchmarks/results/*.json and
+# docs/figures/eval_*.png, and the README's results tables are regenerated from the JSON.
+EVAL_SUITE ?= release
+EVAL_EXPERIMENTS := internal zero_shot task_specific morphometry heterogeneous_resolution
+eval: setup
+	@for experiment in $(EVAL_EXPERIMENTS); do \
+		echo "== $$experiment ($(EVAL_SUITE))"; \
+		$(PY) benchmarks/exp_$$experiment.py --suite $(EVAL_SUITE) --quiet || exit 1; \
+	done
+	$(PY) scripts/eval_tables.py
+
+eval-quick:
+	@$(MAKE) --no-print-directory eval EVAL_SUITE=quick
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks scripts

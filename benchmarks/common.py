@@ -22,8 +22,9 @@ def best_of(function: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
-def report(name: str, rows: list[dict]) -> Path:
-    """Print ``rows`` as a table and write them with machine facts to ``results/NAME.json``."""
+def report(name: str, rows: list[dict], facts: dict | None = None) -> Path:
+    """Print ``rows`` as a table and write them with machine facts (and ``facts``: the command
+    that made them, the suite, a caption) to ``results/NAME.json``."""
     columns = list(rows[0])
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
     print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
@@ -33,6 +34,6 @@ def report(name: str, rows: list[dict]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     machine = {"python": platform.python_version(), "machine": platform.machine()}
-    save_json(path, {"benchmark": name, "machine": machine, "rows": rows})
+    save_json(path, {"benchmark": name, "machine": machine, **(facts or {}), "rows": rows})
     print(f"written to {path}")
     return path

@@ -40,8 +40,13 @@ Metrics: the paper's PSNR and SSIM (``tumsyn.evaluate.metrics``) inside the trut
 mask. The summary gives per method the mean and the paper's bootstrap interval
 (``tumsyn.evaluate.report.bootstrap_interval``, seeded by ``--seed``) over subjects, orientations
 and draws. Defaults (1 subject, 3 orientations, 2 draws, 32 slices: 12 syntheses) take a few
-minutes on 2 cores. Writes benchmarks/results/heterogeneous_resolution.json (one row per input
-and method) and heterogeneous_resolution_summary.json.
+minutes on 2 cores. Writes benchmarks/results/heterogeneous_resolution_cases.json (one row per
+input and method) and heterogeneous_resolution.json (the summary).
+
+With ``--suite quick|release|FILE`` the models are that evaluation suite's (its BMLIP-conditioned
+model for the tumsyn rows) and a third synthesis row is added: ``resolution-only FLAIR->FLAIR``,
+the suite's task-specific FLAIR->FLAIR model (the paper's ArSSR role: the same network trained
+only to change resolution, on the same data).
 """
 
 from __future__ import annotations
@@ -58,9 +63,10 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
+from evaluation import add_suite_arguments, prepared_suite, write_results
 from tumsyn import Synthesizer
+from tumsyn.evaluate.experiments import summarise
 from tumsyn.evaluate.metrics import psnr, ssim
-from tumsyn.evaluate.report import bootstrap_interval
 from tumsyn.infer.loading import read_pipeline_metadata
 from tumsyn.io import Grid, target_grid
 from tumsyn.metadata import ImagingMetadata, default_protocol
@@ -73,13 +79,6 @@ ORIENTATIONS = {"axial": 2, "coronal": 1, "sagittal": 0}
 FACTOR_RANGE = (1.0, 3.0)  # thick voxel side, in fine voxels
 FWHM_RANGE = (1.0, 3.0)  # slice-profile blur, in fine voxels
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-#: Method -> (how the fine image is made, the contrast whose truth it is compared with).
-METHODS = {
-    "tumsyn FLAIR->T1w": "T1w",
-    "tumsyn FLAIR->FLAIR": "FLAIR",
-    "trilinear": "FLAIR",
-    "B-spline": "FLAIR",
-}
 _INTERPOLATION_ORDER = {"trilinear": 1, "B-spline": 3}
 #: The paper's SSIM window (Gaussian, sigma 1.5) spans 11 voxels: no thinner slab can be scored.
 MIN_SLICES = 11
@@ -161,9 +160,18 @@ def scores(truth: np.ndarray, image: np.ndarray) -> dict[str, float]:
     return {"psnr": psnr(truth, image, mask), "ssim": ssim(truth, image, mask)}
 
 
+#: Synthesis method -> (which model, the target modality asked for); ``resolution-only`` only
+#: with ``--suite`` (that suite's FLAIR->FLAIR task-specific model, the paper's ArSSR role).
+SYNTHESIS = {
+    "tumsyn FLAIR->T1w": ("tumsyn", "T1w"),
+    "tumsyn FLAIR->FLAIR": ("tumsyn", "FLAIR"),
+    "resolution-only FLAIR->FLAIR": ("resolution-only", "FLAIR"),
+}
+
+
 def evaluate_input(
     anatomy: Anatomy,
-    synthesizer: Synthesizer,
+    synthesizers: dict[str, Synthesizer],
     degradation: Degradation,
     *,
     fine: Grid,
@@ -172,14 +180,17 @@ def evaluate_input(
     """Scores of every method for one thick-slice input; also its grid and the comparison grid.
 
     The FLAIR truth is rendered on ``fine`` and degraded; each method's output and each truth
-    then share the synthesizer's output grid (see the module docstring).
+    then share the synthesizer's output grid (see the module docstring). ``synthesizers`` maps
+    ``tumsyn`` (and optionally ``resolution-only``) to a model.
     """
     flair = render_on(anatomy, protocols["FLAIR"], fine)
     thick, input_grid = degrade(flair, fine, degradation)
     outputs: dict[str, np.ndarray] = {}
     compared: Grid | None = None
-    for method, modality in (("tumsyn FLAIR->T1w", "T1w"), ("tumsyn FLAIR->FLAIR", "FLAIR")):
-        output = synthesizer(thick, protocols[modality], affine=input_grid.affine)
+    for method, (model, modality) in SYNTHESIS.items():
+        if model not in synthesizers:
+            continue
+        output = synthesizers[model](thick, protocols[modality], affine=input_grid.affine)
         compared = Grid(output.shape, output.affine)
         outputs[method] = np.asarray(output.dataobj, dtype=np.float32)
     expected = target_grid(input_grid, fine.voxel_size)
@@ -188,8 +199,16 @@ def evaluate_input(
     for method, order in _INTERPOLATION_ORDER.items():
         outputs[method] = interpolate(thick, input_grid, compared, order)
     truths = {modality: render_on(anatomy, protocols[modality], compared) for modality in protocols}
-    result = {method: scores(truths[METHODS[method]], outputs[method]) for method in METHODS}
-    return result, input_grid, compared
+    return (
+        {method: scores(truths[truth_of(method)], output) for method, output in outputs.items()},
+        input_grid,
+        compared,
+    )
+
+
+def truth_of(method: str) -> str:
+    """The contrast a method's output is compared with."""
+    return SYNTHESIS[method][1] if method in SYNTHESIS else "FLAIR"
 
 
 def _finite(value: float, digits: int) -> float | None:
@@ -197,24 +216,19 @@ def _finite(value: float, digits: int) -> float | None:
     return round(value, digits) if math.isfinite(value) else None
 
 
-def summarise(rows: list[dict], seed: int) -> list[dict]:
-    """Per method: mean and bootstrap interval of PSNR and SSIM over the finite values (an
-    infinite PSNR, recorded as ``None``, has no place in a mean)."""
-    summary = []
-    for method, modality in METHODS.items():
-        chosen = [r for r in rows if r["method"] == method]
-        line: dict = {"method": method, "truth": modality, "n": len(chosen)}
-        for metric in ("psnr", "ssim"):
-            values = [r[metric] for r in chosen if r[metric] is not None]
-            if not values:
-                line |= {f"{metric} mean": None, f"{metric} ci": None}
-                continue
-            low, high = bootstrap_interval(values, seed=seed)
-            digits = 2 if metric == "psnr" else 4
-            line[f"{metric} mean"] = round(float(np.mean(values)), digits)
-            line[f"{metric} ci"] = [round(low, digits), round(high, digits)]
-        summary.append(line)
-    return summary
+def _models(args: argparse.Namespace) -> tuple[dict[str, Synthesizer], dict]:
+    """The bundled model, or with ``--suite`` that suite's tumsyn and resolution-only models."""
+    if args.suite is None:
+        return {"tumsyn": Synthesizer.from_checkpoint()}, read_pipeline_metadata(None)["extra"]
+    suite, models, _ = prepared_suite(args)
+    paths = {"tumsyn": models.conditioners["bmlip"]}
+    if "FLAIR->FLAIR" in models.task_specific:
+        paths["resolution-only"] = models.task_specific["FLAIR->FLAIR"]
+    synthesizers = {
+        name: Synthesizer.from_checkpoint(path, patch_size=suite.evaluation.patch_size)
+        for name, path in paths.items()
+    }
+    return synthesizers, read_pipeline_metadata(paths["tumsyn"])["extra"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -229,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="central axial slices of the fine grid (0: whole brain)")  # fmt: skip
     parser.add_argument("--voxel-size", type=float, default=None,
                         help="fine grid, mm (default: the trained voxel size)")  # fmt: skip
+    add_suite_arguments(parser)
+    parser.set_defaults(suite=None)
     args = parser.parse_args(argv)
     for name in ("subjects", "draws"):
         if getattr(args, name) < 1:
@@ -237,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--slices must be 0 or at least {MIN_SLICES} (SSIM), got {args.slices}")
 
     began = time.perf_counter()
-    coverage = read_pipeline_metadata(None)["extra"]["coverage"]
-    voxel_size = args.voxel_size or trained_voxel_size(coverage)
+    synthesizers, extra = _models(args)
+    voxel_size = args.voxel_size or trained_voxel_size(extra["coverage"])
     voxel = (voxel_size,) * 3
     protocols = {
         m: default_protocol(m).metadata.replace(voxel_size=voxel) for m in ("T1w", "FLAIR")
@@ -246,27 +262,45 @@ def main(argv: list[str] | None = None) -> dict:
     degradations = draw_degradations(
         np.random.default_rng(args.seed), args.orientations, args.draws
     )
-    synthesizer = Synthesizer.from_checkpoint()
     rows = []
     for subject in range(args.subjects):
         anatomy = make_subject(subject)
         fine = central_slab(scan_grid(anatomy, voxel), args.slices)
         for degradation in degradations:
             result, input_grid, compared = evaluate_input(
-                anatomy, synthesizer, degradation, fine=fine, protocols=protocols
+                anatomy, synthesizers, degradation, fine=fine, protocols=protocols
             )
             for method, values in result.items():
                 rows.append({
                     "subject": subject, "orientation": degradation.orientation,
                     "factor": degradation.factor, "fwhm (vox)": degradation.fwhm,
                     "input voxel (mm)": [round(v, 3) for v in input_grid.voxel_size],
-                    "grid": list(compared.shape), "method": method, "truth": METHODS[method],
+                    "grid": list(compared.shape), "method": method, "truth": truth_of(method),
                     "psnr": _finite(values["psnr"], 2), "ssim": _finite(values["ssim"], 4),
                 })  # fmt: skip
-    report("heterogeneous_resolution", rows)
-    print()
-    summary = summarise(rows, args.seed)
-    report("heterogeneous_resolution_summary", summary)
+    summary = summarise(rows, by=("method", "truth"), metrics=("psnr", "ssim"), seed=args.seed,
+                        overall=None)  # fmt: skip
+    caption = (f"thick-slice FLAIR inputs (factor {FACTOR_RANGE}, FWHM {FWHM_RANGE} voxels, "
+               f"{', '.join(args.orientations)}), {args.subjects} subject(s), fine grid "
+               f"{voxel_size:g} mm; mean [bootstrap 95 % interval]")  # fmt: skip
+    if args.suite is None:
+        report("heterogeneous_resolution_cases", rows)
+        report("heterogeneous_resolution", summary, {"caption": caption})
+    else:
+        write_results(
+            "heterogeneous_resolution_cases",
+            rows,
+            args,
+            caption,
+            experiment="heterogeneous_resolution",
+        )
+        write_results(
+            "heterogeneous_resolution",
+            summary,
+            args,
+            caption,
+            experiment="heterogeneous_resolution",
+        )
     elapsed = time.perf_counter() - began
     print(f"{args.subjects} subject(s), {len(degradations)} input(s) each, fine grid "
           f"{voxel_size:g} mm, {elapsed:.0f} s")  # fmt: skip

@@ -147,4 +147,5 @@ def benchmark_module(name: str) -> Iterator[ModuleType]:
         patch.setitem(sys.modules, spec.name, module)
         spec.loader.exec_module(module)
         yield module
-        sys.modules.pop("common", None)  # the script's sibling, imported by its plain name
+        for sibling in ("common", "evaluation"):  # imported by their plain names
+            sys.modules.pop(sibling, None)

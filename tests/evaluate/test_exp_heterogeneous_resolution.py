@@ -46,7 +46,7 @@ def _content(folder: Path, name: str) -> list[dict]:
 
 
 def test_rows_hold_finite_metrics_for_each_method(results: Path) -> None:
-    rows = _content(results, "heterogeneous_resolution")
+    rows = _content(results, "heterogeneous_resolution_cases")
     assert [row["method"] for row in rows] == METHODS
     assert [row["truth"] for row in rows] == ["T1w", "FLAIR", "FLAIR", "FLAIR"]
     for row in rows:
@@ -61,12 +61,12 @@ def test_rows_hold_finite_metrics_for_each_method(results: Path) -> None:
 
 
 def test_summary_names_every_method(results: Path) -> None:
-    summary = _content(results, "heterogeneous_resolution_summary")
+    summary = _content(results, "heterogeneous_resolution")
     assert [line["method"] for line in summary] == METHODS
     for line in summary:
         assert line["n"] == 1
-        low, high = line["psnr ci"]
-        assert low == high == line["psnr mean"]  # one value: every resample is that value
+        # One value: every resample is that value.
+        assert line["psnr_low"] == line["psnr_high"] == pytest.approx(line["psnr"])
 
 
 @pytest.mark.parametrize("orientation", ["axial", "coronal", "sagittal"])

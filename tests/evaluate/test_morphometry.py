@@ -80,6 +80,8 @@ def test_bad_arguments_are_rejected(phantom: np.ndarray) -> None:
         segment_tissues(image, mask[:-1], "T1w")
     with pytest.raises(ValueError, match="must be 3D"):
         segment_tissues(image[0], mask[0], "T1w")
+    with pytest.raises(ValueError, match="no tissues to tell apart"):
+        segment_tissues(np.ones_like(image), mask, "T1w")  # Atropos itself would just fail
 
 
 def test_dice_by_hand() -> None:

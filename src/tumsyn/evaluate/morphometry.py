@@ -123,6 +123,11 @@ def segment_tissues(
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ImageError(f"spacing must be three positive voxel sizes, got {tuple(spacing)}")
 
+    if np.unique(image[mask]).size < _N_CLASSES:
+        raise ImageError(
+            f"the image has fewer than {_N_CLASSES} distinct intensities inside the mask: "
+            "there are no tissues to tell apart"
+        )
     spacing = tuple(float(s) for s in spacing)
     ants_image = ants.from_numpy(image, spacing=spacing)
     ants_mask = ants.from_numpy(mask.astype(np.float32), spacing=spacing)

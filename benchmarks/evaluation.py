@@ -1,0 +1,152 @@
+"""What the evaluation-suite experiments share: the suite's models, methods, results, figures.
+
+Each ``exp_*.py`` script takes ``--suite quick|release|PATH`` and a work folder (default
+``runs/eval-SUITE``); the models are made once (:func:`tumsyn.evaluate.suite.prepare_models`,
+cached and resumable) and shared by every experiment of that suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import report
+from tumsyn.evaluate.experiments import BASELINES, Method, model_method
+from tumsyn.evaluate.suite import SuiteConfig, SuiteModels, load_suite, prepare_models
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = Path(__file__).parent / "suites"
+FIGURES = ROOT / "docs" / "figures"
+#: How tables name each conditioner's model.
+CONDITIONER_METHODS = {
+    "bmlip": "tumsyn (BMLIP text)",
+    "untrained": "untrained text tower",
+    "onehot": "one-hot",
+    "metadata": "metadata vector",
+    "sentence": "MiniLM sentence",
+}
+#: The command that regenerates a suite's results, as the README tables cite it.
+SUITE_COMMANDS = {"quick": "make eval-quick", "release": "make eval"}
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--suite", default="quick", help="quick, release, or a suite YAML file (default: quick)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="cohorts, runs and predictions (default: runs/eval-SUITE)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")  # fmt: skip
+
+
+def suite_name(args: argparse.Namespace) -> str:
+    path = Path(args.suite)
+    return path.stem if path.suffix in (".yaml", ".yml") else args.suite
+
+
+def prepared_suite(args: argparse.Namespace) -> tuple[SuiteConfig, SuiteModels, Path]:
+    """The suite the arguments name, its models made (or reused), and its work folder."""
+    path = Path(args.suite)
+    if path.suffix not in (".yaml", ".yml"):
+        path = SUITES / f"{args.suite}.yaml"
+    suite = load_suite(path)
+    workdir = args.workdir or ROOT / "runs" / f"eval-{suite_name(args)}"
+    return suite, prepare_models(suite, workdir, progress=not args.quiet), workdir
+
+
+def model_methods(models: dict[str, Path], workdir: Path, suite: SuiteConfig,
+                  names: dict[str, str] | None = None) -> dict[str, Method]:  # fmt: skip
+    """A synthesis method per model, predictions cached under ``workdir/predictions/MODEL``."""
+    return {
+        (names or {}).get(key, key): model_method(
+            path, workdir / "predictions" / key, suite.evaluation.patch_size
+        )
+        for key, path in models.items()
+    }
+
+
+def conditioner_and_baseline_methods(
+    suite: SuiteConfig, models: SuiteModels, workdir: Path
+) -> dict[str, Method]:
+    return {
+        **model_methods(models.conditioners, workdir, suite, CONDITIONER_METHODS),
+        **BASELINES,
+    }
+
+
+def write_results(
+    name: str, rows: list[dict], args: argparse.Namespace, caption: str, *, experiment: str
+) -> Path:
+    """``results/NAME.json`` with the command that regenerates it (``make eval-quick`` for the
+    quick suite, ``make eval`` for release, else ``benchmarks/exp_EXPERIMENT.py``), the suite
+    and a caption."""
+    suite = suite_name(args)
+    script = f"python benchmarks/exp_{experiment}.py --suite {args.suite}"
+    command = SUITE_COMMANDS.get(suite, script)
+    return report(name, rows, {"command": command, "suite": suite, "caption": caption})
+
+
+def plot_metric(summary: list[dict], metric: str, name: str, title: str) -> Path:
+    """Grouped bars of ``metric`` (mean and bootstrap interval) per task and method, written
+    to ``docs/figures/eval_NAME.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = list(dict.fromkeys(row["task"] for row in summary))
+    methods = list(dict.fromkeys(row["method"] for row in summary))
+    width = 0.8 / len(methods)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(tasks) + 2), 3.6), dpi=110)
+    for index, method in enumerate(methods):
+        rows = {row["task"]: row for row in summary if row["method"] == method}
+        values = [rows[t][metric] if t in rows and rows[t][metric] is not None else np.nan
+                  for t in tasks]  # fmt: skip
+        low = [v - rows[t][f"{metric}_low"] if t in rows and rows[t][metric] is not None else 0
+               for t, v in zip(tasks, values, strict=True)]  # fmt: skip
+        high = [rows[t][f"{metric}_high"] - v if t in rows and rows[t][metric] is not None else 0
+                for t, v in zip(tasks, values, strict=True)]  # fmt: skip
+        positions = np.arange(len(tasks)) + (index - (len(methods) - 1) / 2) * width
+        axes.bar(positions, values, width, yerr=[low, high], label=method, capsize=2)
+    axes.set_xticks(np.arange(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel(metric.upper())
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=7, ncols=2)
+    figure.tight_layout()
+    path = FIGURES / f"eval_{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    print(f"figure: {path}")
+    return path
+
+
+def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str) -> dict:
+    """Every conditioner's model and every baseline on every task of one held-out split:
+    per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), overall (``NAME.json``)
+    and a figure (``docs/figures/eval_NAME.png``)."""
+    from tumsyn.evaluate.experiments import evaluate_cases, summarise, task_cases
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_suite_arguments(parser)
+    args = parser.parse_args(argv)
+    suite, models, workdir = prepared_suite(args)
+    methods = conditioner_and_baseline_methods(suite, models, workdir)
+    cases = task_cases(models.cohorts[split], suite.tasks, suite.evaluation.max_cases)
+    rows = evaluate_cases(cases, methods, slices=suite.evaluation.slices, progress=not args.quiet)
+    metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error")
+    summary = summarise(rows, by=("task", "method"), metrics=metrics, seed=suite.evaluation.seed)
+    per_task = [row for row in summary if row["task"] != "all tasks"]
+    overall = [{k: v for k, v in row.items() if k != "task"} for row in summary
+               if row["task"] == "all tasks"]  # fmt: skip
+    subjects = len({row["subject"] for row in rows})
+    caption = (f"{split} split: {len(cases)} cases of {len(suite.tasks)} tasks, {subjects} "
+               "held-out subjects; mean [bootstrap 95 % interval]")  # fmt: skip
+    for suffix, content in (("_cases", rows), ("_tasks", per_task), ("", overall)):
+        write_results(f"{name}{suffix}", content, args, caption, experiment=name)
+    plot_metric(per_task, "psnr", name, f"{split} split: PSNR")
+    return {"rows": rows, "summary": summary}

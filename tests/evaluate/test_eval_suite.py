@@ -1,0 +1,121 @@
+"""Smoke test of the evaluation suite (what `make eval-quick` runs), at the smallest size:
+cohorts, stage 1, a model per conditioner, a task-specific model, every experiment script, and
+the README tables regenerated from their JSON. It checks what is written and that it is
+consistent, never the models' quality (a few training steps)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import TINY_BMLIP_SPEC, TINY_SYNTH_SPEC, benchmark_module
+from tumsyn.cli import main as tumsyn_main
+from tumsyn.models.checkpoint import read_checkpoint_metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = {"steps": 2, "validate_every": 1, "checkpoint_every": 2, "batch_size": 2}
+SUITE = {
+    "cohort": {"train_subjects": 2, "internal_subjects": 1, "zero_shot_subjects": 1,
+               "voxel_size": 6.0, "seed": 0},
+    "stage1": {"model": TINY_BMLIP_SPEC, "spacing": 12.0, **STEPS,
+               "data": {"validation_fraction": 0.5}},
+    "stage2": {"model": TINY_SYNTH_SPEC, "patch_size": 8, "queries": 64, "validation_patches": 2,
+               **STEPS, "data": {"validation_fraction": 0.5}},
+    "conditioners": ["bmlip", "onehot", "metadata"],
+    "tasks": [["T1w", "T2w"], ["FLAIR", "T1w"]],
+    "task_specific": [["T1w", "T2w"], ["FLAIR", "FLAIR"]],
+    "evaluation": {"slices": 11, "patch_size": 8, "max_cases": 1, "seed": 0},
+}  # fmt: skip
+EXPERIMENTS = ("exp_internal", "exp_zero_shot", "exp_task_specific", "exp_morphometry")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
+    """Every experiment run once on a tiny suite: (suite file, work folder, results folder)."""
+    folder = tmp_path_factory.mktemp("suite")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(SUITE))
+    results, workdir = folder / "results", folder / "work"
+    arguments = ["--suite", str(path), "--workdir", str(workdir), "--quiet"]
+    for name in EXPERIMENTS:
+        with benchmark_module(name) as module, pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys.modules["common"], "RESULTS", results)
+            patch.setattr(sys.modules["evaluation"], "FIGURES", folder / "figures")
+            module.main(arguments)
+    module_context = benchmark_module("exp_heterogeneous_resolution")
+    with module_context as module, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["common"], "RESULTS", results)
+        module.main([*arguments, "--draws", "1", "--orientations", "axial", "--slices", "11"])
+    yield path, workdir, results
+
+
+def _json(results: Path, name: str) -> dict:
+    return json.loads((results / f"{name}.json").read_text())
+
+
+def test_every_model_is_a_pipeline_that_synthesize_runs(suite, tmp_path: Path) -> None:
+    _, workdir, _ = suite
+    runs = workdir / "runs"
+    names = ["bmlip", "onehot", "metadata", "task-T1w-T2w", "task-FLAIR-FLAIR"]
+    source = next((workdir / "data" / "internal").glob("sub-*/anat/*_T1w.nii.gz"))
+    for name in names:
+        checkpoint = runs / name / "pipeline.safetensors"
+        assert read_checkpoint_metadata(checkpoint)["spec"]["name"] == "pipeline"
+        out = tmp_path / f"{name}.nii.gz"
+        command = ["synthesize", str(source), "-o", str(out), "--modality", "T2w", "--quiet",
+                   "--checkpoint", str(checkpoint), "--patch-size", "8"]  # fmt: skip
+        assert tumsyn_main(command) == 0 and out.is_file()
+
+
+def test_each_experiment_reports_every_method_with_its_command(suite) -> None:
+    _, _, results = suite
+    internal = _json(results, "internal")
+    assert internal["suite"] == "tiny" and "exp_internal.py" in internal["command"]
+    methods = [row["method"] for row in internal["rows"]]
+    assert methods == ["tumsyn (BMLIP text)", "one-hot", "metadata vector", "copy source",
+                       "inverted source"]  # fmt: skip
+    for row in internal["rows"]:
+        assert row["psnr_low"] <= row["psnr"] <= row["psnr_high"]
+    tasks = {row["task"] for row in _json(results, "internal_tasks")["rows"]}
+    assert tasks == {"T1w->T2w", "FLAIR->T1w"}
+    specific = {(r["task"], r["method"]) for r in _json(results, "task_specific")["rows"]}
+    assert ("FLAIR->FLAIR", "task-specific") in specific
+    assert ("T1w->T2w", "tumsyn (BMLIP text)") in specific
+    morphometry = _json(results, "morphometry")["rows"]
+    assert {row["method"] for row in morphometry} == {"tumsyn (BMLIP text)", "one-hot",
+                                                      "metadata vector"}  # fmt: skip
+    assert all(0.0 <= row["dice_GM"] <= 1.0 for row in morphometry)
+    resolution = {row["method"] for row in _json(results, "heterogeneous_resolution")["rows"]}
+    assert "resolution-only FLAIR->FLAIR" in resolution
+
+
+def test_zero_shot_cases_use_protocols_never_seen_in_training(suite) -> None:
+    _, workdir, results = suite
+    protocols = json.loads((workdir / "data" / "protocols.json").read_text())
+    seen = set(protocols["seen"])
+    rows = _json(results, "zero_shot_cases")["rows"]
+    assert rows
+    for row in rows:
+        target = row["case"].split("__from-")[0]
+        acquisition = target.split("_acq-")[1].split("_")[0]
+        assert f"{row['task'].split('->')[1]}/{acquisition}" not in seen
+
+
+def test_the_readme_tables_are_regenerated_from_the_json(suite, tmp_path: Path) -> None:
+    _, _, results = suite
+    script = ROOT / "scripts" / "eval_tables.py"
+    spec = importlib.util.spec_from_file_location("eval_tables", script)
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    text = "# x\n<!-- results:internal -->\n<!-- /results:internal -->\n"
+    updated, names = tables.update_readme(text, results)
+    assert names == ["internal"]
+    row = _json(results, "internal")["rows"][0]
+    assert f"{row['psnr']:.2f} [{row['psnr_low']:.2f}, {row['psnr_high']:.2f}]" in updated
+    assert "exp_internal.py" in updated
