@@ -83,9 +83,12 @@ def write_results(
     """``results/NAME.json`` with the command that regenerates it (``make eval-quick`` for the
     quick suite, ``make eval`` for release, else ``benchmarks/exp_EXPERIMENT.py``), the suite
     and a caption."""
-    suite = suite_name(args)
-    script = f"python benchmarks/exp_{experiment}.py --suite {args.suite}"
-    command = SUITE_COMMANDS.get(suite, script)
+    if getattr(args, "data", None) is not None:
+        suite, command = "your data", f"python benchmarks/exp_{experiment}.py --data {args.data}"
+    else:
+        suite = suite_name(args)
+        script = f"python benchmarks/exp_{experiment}.py --suite {args.suite}"
+        command = SUITE_COMMANDS.get(suite, script)
     return report(name, rows, {"command": command, "suite": suite, "caption": caption})
 
 
@@ -125,28 +128,83 @@ def plot_metric(summary: list[dict], metric: str, name: str, title: str) -> Path
     return path
 
 
+#: The paper's eight tasks: what ``--data`` evaluates unless ``--tasks`` says otherwise.
+PAPER_TASKS = (("T1w", "T2w"), ("T2w", "T1w"), ("T1w", "FLAIR"), ("FLAIR", "T1w"), ("T1w", "PD"),
+               ("T2w", "PD"), ("FLAIR", "T1CE"), ("T1CE", "FLAIR"))  # fmt: skip
+
+
+def add_own_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="your BIDS data set (each subject's images co-registered on one "
+        "grid, sidecars with the protocol) instead of the suite's cohort",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="NAME=CHECKPOINT",
+        help="with --data: a pipeline to evaluate (repeatable; default: the bundled model)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="SOURCE:TARGET",
+        help="with --data: tasks such as T1w:T2w (default: the paper's eight)",
+    )
+    parser.add_argument("--patch-size", type=int, default=32, help="with --data (default 32)")
+
+
+def _own_data(args: argparse.Namespace) -> tuple[list, dict[str, Method], int, int]:
+    """Cases and methods for ``--data``: the given pipelines and the baselines."""
+    from tumsyn.evaluate.experiments import task_cases
+    from tumsyn.infer.loading import bundled_checkpoint_path
+
+    models = dict(item.split("=", 1) for item in args.model or [])
+    models = models or {"tumsyn-tiny (bundled)": str(bundled_checkpoint_path())}
+    tasks = [tuple(t.split(":", 1)) for t in args.tasks] if args.tasks else list(PAPER_TASKS)
+    workdir = args.workdir or ROOT / "runs" / "eval-own-data"
+    methods = {
+        name: model_method(path, workdir / "predictions" / Path(path).stem, args.patch_size)
+        for name, path in models.items()
+    }
+    return task_cases(args.data, tasks), {**methods, **BASELINES}, len(tasks), 0
+
+
 def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str) -> dict:
     """Every conditioner's model and every baseline on every task of one held-out split:
     per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), overall (``NAME.json``)
-    and a figure (``docs/figures/eval_NAME.png``)."""
+    and a figure (``docs/figures/eval_NAME.png``). With ``--data``, the same on a user's BIDS
+    data set, for the given pipelines, written as ``NAME_own_data*.json``."""
     from tumsyn.evaluate.experiments import evaluate_cases, summarise, task_cases
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_suite_arguments(parser)
+    add_own_data_arguments(parser)
     args = parser.parse_args(argv)
-    suite, models, workdir = prepared_suite(args)
-    methods = conditioner_and_baseline_methods(suite, models, workdir)
-    cases = task_cases(models.cohorts[split], suite.tasks, suite.evaluation.max_cases)
-    rows = evaluate_cases(cases, methods, slices=suite.evaluation.slices, progress=not args.quiet)
+    experiment = name
+    if args.data is not None:
+        cases, methods, task_count, slices = _own_data(args)
+        name, seed, where = f"{name}_own_data", 0, f"{args.data.name}"
+    else:
+        suite, models, workdir = prepared_suite(args)
+        methods = conditioner_and_baseline_methods(suite, models, workdir)
+        cases = task_cases(models.cohorts[split], suite.tasks, suite.evaluation.max_cases)
+        task_count, slices = len(suite.tasks), suite.evaluation.slices
+        seed, where = suite.evaluation.seed, f"{split} split"
+    rows = evaluate_cases(cases, methods, slices=slices, progress=not args.quiet)
     metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error")
-    summary = summarise(rows, by=("task", "method"), metrics=metrics, seed=suite.evaluation.seed)
+    summary = summarise(rows, by=("task", "method"), metrics=metrics, seed=seed)
     per_task = [row for row in summary if row["task"] != "all tasks"]
     overall = [{k: v for k, v in row.items() if k != "task"} for row in summary
                if row["task"] == "all tasks"]  # fmt: skip
     subjects = len({row["subject"] for row in rows})
-    caption = (f"{split} split: {len(cases)} cases of {len(suite.tasks)} tasks, {subjects} "
-               "held-out subjects; mean [bootstrap 95 % interval]")  # fmt: skip
+    caption = (f"{where}: {len(cases)} cases of {task_count} tasks, {subjects} held-out "
+               "subjects; mean [bootstrap 95 % interval]")  # fmt: skip
     for suffix, content in (("_cases", rows), ("_tasks", per_task), ("", overall)):
-        write_results(f"{name}{suffix}", content, args, caption, experiment=name)
-    plot_metric(per_task, "psnr", name, f"{split} split: PSNR")
+        write_results(f"{name}{suffix}", content, args, caption, experiment=experiment)
+    plot_metric(per_task, "psnr", name, f"{where}: PSNR")
     return {"rows": rows, "summary": summary}

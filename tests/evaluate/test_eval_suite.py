@@ -119,3 +119,24 @@ def test_the_readme_tables_are_regenerated_from_the_json(suite, tmp_path: Path) 
     row = _json(results, "internal")["rows"][0]
     assert f"{row['psnr']:.2f} [{row['psnr_low']:.2f}, {row['psnr_high']:.2f}]" in updated
     assert "exp_internal.py" in updated
+
+
+def test_a_lab_runs_the_protocol_on_its_own_bids_data(suite, tmp_path: Path) -> None:
+    _, workdir, _ = suite
+    results = tmp_path / "results"
+    own = workdir / "data" / "internal"  # any co-registered BIDS data set with sidecars
+    model = workdir / "runs" / "bmlip" / "pipeline.safetensors"
+    with benchmark_module("exp_internal") as module, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["common"], "RESULTS", results)
+        patch.setattr(sys.modules["evaluation"], "FIGURES", tmp_path / "figures")
+        work = str(tmp_path / "work")
+        arguments = ["--data", str(own), "--model", f"mine={model}", "--tasks", "T1w:T2w",
+                     "--patch-size", "8", "--workdir", work, "--quiet"]  # fmt: skip
+        module.main(arguments)
+    content = _json(results, "internal_own_data")
+    assert content["suite"] == "your data" and f"--data {own}" in content["command"]
+    assert [row["method"] for row in content["rows"]] == ["mine", "copy source", "inverted source"]
+    cases = _json(results, "internal_own_data_cases")["rows"]
+    assert {row["task"] for row in cases} == {"T1w->T2w"} and len(cases) == 3 * len(
+        {row["case"] for row in cases}
+    )
