@@ -32,7 +32,8 @@ SUITE = {
     "task_specific": [["T1w", "T2w"], ["FLAIR", "FLAIR"]],
     "evaluation": {"slices": 11, "patch_size": 8, "max_cases": 1, "seed": 0},
 }  # fmt: skip
-EXPERIMENTS = ("exp_internal", "exp_zero_shot", "exp_task_specific", "exp_morphometry")
+EXPERIMENTS = ("exp_internal", "exp_zero_shot", "exp_task_specific", "exp_morphometry",
+               "exp_retrieval")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,12 @@ def test_each_experiment_reports_every_method_with_its_command(suite) -> None:
     assert {row["method"] for row in morphometry} == {"tumsyn (BMLIP text)", "one-hot",
                                                       "metadata vector"}  # fmt: skip
     assert all(0.0 <= row["dice_GM"] <= 1.0 for row in morphometry)
+    retrieval = _json(results, "retrieval_suite")["rows"]
+    assert [(r["split"], r["task"]) for r in retrieval] == [
+        (split, task) for split in ("internal", "zero-shot")
+        for task in ("image->text", "image->modality")
+    ]  # fmt: skip
+    assert all(0.0 <= r["top1"] <= 1.0 and r["chance"] > 0 for r in retrieval)
     resolution = {row["method"] for row in _json(results, "heterogeneous_resolution")["rows"]}
     assert "resolution-only FLAIR->FLAIR" in resolution
 
