@@ -61,7 +61,8 @@ bench: setup
 # resumes: run the target again), then every experiment writes benchmarks/results/*.json and
 # docs/figures/eval_*.png, and the README's results tables are regenerated from the JSON.
 EVAL_SUITE ?= release
-EVAL_EXPERIMENTS := internal zero_shot task_specific morphometry retrieval heterogeneous_resolution
+EVAL_EXPERIMENTS := internal zero_shot task_specific morphometry retrieval heterogeneous_resolution \
+	controllability
 eval: setup
 	@for experiment in $(EVAL_EXPERIMENTS); do \
 		echo "== $$experiment ($(EVAL_SUITE))"; \

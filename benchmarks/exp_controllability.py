@@ -27,6 +27,8 @@ ventricles; one 32-voxel patch deep, so no slower than a thinner slab): about 3 
 cores (the whole brain takes about 30 s per synthesis); ``--slices 0`` keeps the whole brain.
 Prints two tables, writes benchmarks/results/controllability.json (one row per sweep value) and
 controllability_correlation.json, and with ``--figure`` docs/figures/controllability.png.
+``--suite quick|release|FILE`` uses that evaluation suite's BMLIP-conditioned model instead of
+the bundled one (and its training voxel size).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
+from evaluation import add_suite_arguments, prepared_suite, write_results
 from tumsyn import Synthesizer
 from tumsyn.infer.loading import read_pipeline_metadata
 from tumsyn.io import Grid, atomic_output
@@ -124,9 +127,14 @@ def pure_masks(anatomy: Anatomy, grid: Grid) -> dict[str, np.ndarray]:
 
 
 def contrast_ratios(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean pure-tissue intensity over the white-matter mean, for each of :data:`RATIOS`."""
-    white = float(image[masks["WM"]].mean())
-    return {name: float(image[masks[tissue]].mean()) / white for name, tissue in RATIOS.items()}
+    """Mean pure-tissue intensity over the white-matter mean, for each of :data:`RATIOS`; NaN
+    where a tissue has no pure voxel (a grid coarser than the tissue)."""
+
+    def mean(tissue: str) -> float:
+        values = image[masks[tissue]]
+        return float(values.mean()) if values.size else float("nan")
+
+    return {name: mean(tissue) / mean("WM") for name, tissue in RATIOS.items()}
 
 
 def correlation(synthesized: list[float], simulated: list[float]) -> dict[str, float | None]:
@@ -260,6 +268,17 @@ def save_figure(path: Path, rows: list[dict], sweeps: tuple[Sweep, ...], coverag
     plt.close(figure)
 
 
+def _model(args: argparse.Namespace) -> tuple[Synthesizer, dict]:
+    """The bundled model, or with ``--suite`` that suite's BMLIP-conditioned model; and the
+    coverage its checkpoint records."""
+    if args.suite is None:
+        return Synthesizer.from_checkpoint(), read_pipeline_metadata(None)["extra"]["coverage"]
+    suite, models, _ = prepared_suite(args)
+    path = models.conditioners["bmlip"]
+    synthesizer = Synthesizer.from_checkpoint(path, patch_size=suite.evaluation.patch_size)
+    return synthesizer, read_pipeline_metadata(path)["extra"]["coverage"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the experiment; returns what was reported (rows and correlations)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -275,17 +294,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--figure", action="store_true", help="write docs/figures/controllability.png"
     )
+    add_suite_arguments(parser)
+    parser.set_defaults(suite=None)
     args = parser.parse_args(argv)
     if args.subjects < 1:
         parser.error(f"--subjects must be at least 1, got {args.subjects}")
 
     began = time.perf_counter()
-    coverage = read_pipeline_metadata(None)["extra"]["coverage"]
+    synthesizer, coverage = _model(args)
     voxel_size = args.voxel_size or trained_voxel_size(coverage)
     sweeps = tuple(
         replace(s, values=spread(s.values, args.points)) for s in SWEEPS if s.key in args.sweeps
     )
-    synthesizer = Synthesizer.from_checkpoint()
     per_subject = [
         measure_subject(
             make_subject(seed), synthesizer, sweeps, voxel_size=voxel_size, slices=args.slices
@@ -293,9 +313,16 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(args.subjects)
     ]
     rows, correlations = summarise(per_subject, sweeps, coverage)
-    report("controllability", rows)
-    print()
-    report("controllability_correlation", correlations)
+    if args.suite is None:
+        report("controllability", rows)
+        print()
+        report("controllability_correlation", correlations)
+    else:
+        caption = (f"synthesized vs simulated pure-tissue ratios along each sweep, "
+                   f"{args.subjects} subject(s) at {voxel_size:g} mm")  # fmt: skip
+        for name, content in (("controllability", rows), ("controllability_correlation",
+                                                           correlations)):  # fmt: skip
+            write_results(name, content, args, caption, experiment="controllability")
     if args.figure:
         path = FIGURES / "controllability.png"
         save_figure(path, rows, sweeps, coverage)

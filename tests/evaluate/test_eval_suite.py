@@ -49,6 +49,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
             patch.setattr(sys.modules["common"], "RESULTS", results)
             patch.setattr(sys.modules["evaluation"], "FIGURES", folder / "figures")
             module.main(arguments)
+    module_context = benchmark_module("exp_controllability")
+    with module_context as module, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["common"], "RESULTS", results)
+        module.main([*arguments, "--points", "2", "--sweeps", "t2w-te", "--slices", "0"])
     module_context = benchmark_module("exp_heterogeneous_resolution")
     with module_context as module, pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys.modules["common"], "RESULTS", results)
@@ -98,6 +102,8 @@ def test_each_experiment_reports_every_method_with_its_command(suite) -> None:
         for task in ("image->text", "image->modality")
     ]  # fmt: skip
     assert all(0.0 <= r["top1"] <= 1.0 and r["chance"] > 0 for r in retrieval)
+    control = _json(results, "controllability_correlation")
+    assert control["suite"] == "tiny" and {r["sweep"] for r in control["rows"]} == {"T2w TE"}
     resolution = {row["method"] for row in _json(results, "heterogeneous_resolution")["rows"]}
     assert "resolution-only FLAIR->FLAIR" in resolution
 
