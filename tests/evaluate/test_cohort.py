@@ -24,6 +24,7 @@ from tumsyn.evaluate.cohort import (
     off_grid_protocols,
     protocol_key,
     simulate_cohorts,
+    simulator_fingerprint,
     split_protocols,
 )
 from tumsyn.io import load_nifti
@@ -212,6 +213,20 @@ def test_a_changed_plan_or_a_partial_folder_is_simulated_again(
     # the first subject is the same subject as before: only the count changed
     image = "sub-001/anat/sub-001_acq-offgridtse_FLAIR.nii.gz"
     assert _data_hash(folder / "zero-shot" / image) == _data_hash(cohorts / "zero-shot" / image)
+
+
+def test_a_cohort_of_another_simulator_is_simulated_again(cohorts: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(cohorts, folder)
+    before = {name: _files(folder / name) for name in NAMES}
+    stamp_file = folder / "train" / "cohort.json"
+    stamp = json.loads(stamp_file.read_text())
+    assert stamp["simulator"] == simulator_fingerprint()
+    stamp_file.write_text(json.dumps({**stamp, "simulator": "recalibrated"}))
+    simulate_cohorts(PLAN, folder)
+    after = _files(folder / "train")
+    assert all(after[p] > before["train"][p] for p in after)
+    assert _files(folder / "internal") == before["internal"]
 
 
 def test_a_foreign_folder_is_not_removed(tmp_path: Path) -> None:

@@ -32,18 +32,21 @@ T1w ``offgridhcp`` (3 T, TR 3000, TI 1200), T2w ``offgridhcp`` (3 T, TE 675.6), 
 ``offgridmprage`` (3 T, TR 2760, TI 1080). The names keep to letters and digits because a
 protocol's name is its BIDS ``acq-`` label.
 
-A data set already on disk is reused when its ``cohort.json`` stamp records the same subject
-count, subject seed, voxel size, enhancing fraction and protocols (every setting, not only the
-names); any other folder is removed and simulated again. ``workers`` and the sizes of the other
+A data set already on disk is reused when its ``cohort.json`` stamp records the same simulator
+(a digest of ``tumsyn.simulate``'s code and tables), subject count, subject seed, voxel size,
+enhancing fraction and protocols (every setting, not only the names); any other folder is removed
+and simulated again. ``workers`` and the sizes of the other
 data sets do not change a data set's bytes, so they do not invalidate it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,7 @@ __all__ = [
     "off_grid_protocols",
     "protocol_key",
     "simulate_cohorts",
+    "simulator_fingerprint",
     "split_protocols",
 ]
 
@@ -202,9 +206,21 @@ def _protocol_record(protocol: Protocol) -> dict[str, Any]:
     return {"name": protocol.name, **metadata}
 
 
+def simulator_fingerprint() -> str:
+    """A digest of the simulator's code and tables (``tumsyn.simulate``): a cohort made by another
+    simulator (recalibrated tissues, a new sequence model) is stale even with the same plan."""
+    folder = resources.files("tumsyn") / "simulate"
+    digest = hashlib.sha256()
+    for item in sorted(folder.iterdir(), key=lambda entry: entry.name):
+        if item.name.endswith(".py"):
+            digest.update(item.name.encode() + b"\0" + item.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _stamp(name: str, plan: CohortPlan, settings: CohortSettings, protocols: list[Protocol]):
     return {
         "cohort": name,
+        "simulator": simulator_fingerprint(),
         "subjects": settings.subjects,
         "seed": settings.seed,
         "voxel_size": plan.voxel_size,
