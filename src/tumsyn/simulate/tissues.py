@@ -3,8 +3,15 @@
 Sources (values in ms unless stated; the table below keeps one value per field strength and the
 jitter covers the spread between studies and subjects):
 
-- T1, T2 of grey and white matter at 3 T, and T2 at 1.5 T: Stanisz GJ et al., "T1, T2
-  relaxation and magnetization transfer in tissue at 3T", Magn Reson Med 54:507-512 (2005).
+- T1 of white matter at 3 T: Stanisz GJ et al., "T1, T2 relaxation and magnetization transfer in
+  tissue at 3T", Magn Reson Med 54:507-512 (2005). Grey matter T1 at 3 T: 1550 ms, Stanisz's
+  1820 ms moved by the 15 % that published values spread (``PUBLISHED_SPREAD``) towards in vivo
+  reports (about 1300-1600 ms); with 1820 ms no 3 T FLAIR renders grey matter brighter than white
+  matter, as every real one does (``docs/calibration.md``, contrast table).
+- T2 of grey and white matter at 1.5 T and 3 T: the *intra- and extracellular* water's T2 (GM
+  90-92, WM 78-80 ms), within the spread of in vivo single-T2 measurements; white matter's
+  myelin water (below) decays separately, so its apparent single T2 comes out shorter, as
+  measured (about 70 ms).
 - T1 at 1.5 T: in vivo values reported at 1.5 T spread widely (WM about 600-900 ms, GM about
   950-1250 ms; tabulated in Deoni SCL, "Quantitative relaxometry of the brain", Top Magn Reson
   Imaging 21:101-113, 2010); the table takes GM 1150, WM 670 and CSF 4580 ms, the values that
@@ -36,7 +43,7 @@ the simulator refuses, since nothing here is measured there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,6 +51,7 @@ from tumsyn.errors import MetadataError
 
 __all__ = [
     "FIELD_RANGE",
+    "MYELIN_WATER_T2",
     "PUBLISHED_SPREAD",
     "TISSUES",
     "TissueProperties",
@@ -60,8 +68,8 @@ FIELD_RANGE = (float(_FIELDS[0]), float(_FIELDS[-1]))
 
 # (class) -> property -> values at 1.5 T, 3 T, 7 T.
 _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
-    "GM": {"t1": (1150, 1820, 2132), "t2": (95, 99, 55), "t2star": (84, 66, 33.2)},
-    "WM": {"t1": (670, 1084, 1220), "t2": (72, 69, 46), "t2star": (66.2, 53.2, 26.8)},
+    "GM": {"t1": (1150, 1550, 2132), "t2": (90, 92, 55), "t2star": (84, 66, 33.2)},
+    "WM": {"t1": (670, 1084, 1220), "t2": (80, 78, 46), "t2star": (66.2, 53.2, 26.8)},
     # CSF T2* is limited by flow and field inhomogeneity, not by relaxation; a long value suffices.
     "CSF": {"t1": (4580, 4300, 4425), "t2": (2000, 2000, 1000), "t2star": (800, 600, 300)},
     "WMH": {"t1": (1240, 1520, 1710), "t2": (145, 140, 95), "t2star": (110, 90, 45)},
@@ -69,6 +77,15 @@ _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
     "ENH": {"t1": (1400, 2100, 2450), "t2": (130, 125, 85), "t2star": (100, 80, 40)},
 }
 _PROTON_DENSITY = {"GM": 0.80, "WM": 0.69, "CSF": 1.0, "WMH": 0.85, "ENH": 0.88}
+# Fraction of the water held between myelin layers, with its own short T2 (MYELIN_WATER_T2): it
+# is seen at short echo times and gone at long ones, which darkens white matter on T2w and FLAIR
+# more than its single-T2 decay says (MacKay A et al., Magn Reson Med 31:673-677, 1994: about
+# 10-15 % in white matter, a few % in grey matter; lesions lose myelin).
+_MYELIN_WATER = {"GM": 0.03, "WM": 0.12, "CSF": 0.0, "WMH": 0.05, "ENH": 0.03}
+MYELIN_WATER_T2 = 15.0  # ms
+# Macromolecular (bound) pool size relative to free water, the source of magnetisation transfer:
+# about twice as large in white matter as in grey matter, none in CSF (Stanisz 2005, above).
+_MT_POOL = {"GM": 0.07, "WM": 0.15, "CSF": 0.0, "WMH": 0.08, "ENH": 0.06}
 _SUSCEPTIBILITY_PPM = {"GM": 0.01, "WM": -0.03, "CSF": 0.0, "WMH": -0.01, "ENH": 0.02}
 _R1_GADOLINIUM = (4.1, 3.7, 3.5)  # per mM per s
 _R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
@@ -77,9 +94,13 @@ _R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
 #: fraction either way (method, region, subject group); calibration may move a value within it.
 PUBLISHED_SPREAD = 0.15
 
-# Per-subject spread, as the relative standard deviation of a log-normal factor: relaxation times
-# differ by 5-10% between studies and subjects at one field strength, water content by a few %.
-_JITTER = {"t1": 0.06, "t2": 0.06, "t2star": 0.06, "pd": 0.02}
+# Per-subject spread, as relative standard deviations of log-normal factors: (shared by all
+# tissues, per tissue). Relaxation times differ by 5-10 % between studies and subjects at one
+# field strength, but mostly together: what moves one tissue's T1 (temperature, field, method)
+# moves the others', and real images of one sequence keep their tissue ordering in every subject.
+# So most of the spread is shared and a small part is each tissue's own; independent 6 % per
+# tissue made a fifth of simulated 3 T FLAIR subjects render grey matter darker than white.
+_JITTER = {"t1": (0.05, 0.02), "t2": (0.05, 0.02), "t2star": (0.05, 0.02), "pd": (0.0, 0.02)}
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,9 @@ class TissueProperties:
     """MR properties of every tissue class, as arrays in the order of :data:`TISSUES`.
 
     ``pd`` is relative to CSF; ``t1``, ``t2``, ``t2star`` in ms; ``chi`` in ppm relative to CSF;
-    ``gadolinium`` is the contrast agent concentration (mM) after injection.
+    ``gadolinium`` is the contrast agent concentration (mM) after injection; ``myelin_water`` the
+    fraction of ``pd`` that decays with :data:`MYELIN_WATER_T2` instead of ``t2``; ``mt_pool``
+    the bound-pool size that incidental magnetisation transfer saturates.
     """
 
     pd: np.ndarray
@@ -97,6 +120,8 @@ class TissueProperties:
     chi: np.ndarray
     gadolinium: np.ndarray
     field_strength: float
+    myelin_water: np.ndarray
+    mt_pool: np.ndarray
 
 
 def _interpolate(values: tuple[float, float, float], field_strength: float) -> float:
@@ -147,13 +172,17 @@ def tissue_properties(
         chi=np.array([_SUSCEPTIBILITY_PPM[t] for t in TISSUES]),
         gadolinium=gadolinium,
         field_strength=field_strength,
+        myelin_water=np.array([_MYELIN_WATER[t] for t in TISSUES]),
+        mt_pool=np.array([_MT_POOL[t] for t in TISSUES]),
     )
 
 
 def draw_jitter(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A subject's multiplicative deviations from the tabulated properties (one per class)."""
+    """A subject's multiplicative deviations from the tabulated properties (one per class): a
+    factor shared by every tissue times each tissue's own (see ``_JITTER``)."""
     return {
-        name: np.exp(rng.normal(0.0, spread, size=len(TISSUES))) for name, spread in _JITTER.items()
+        name: np.exp(rng.normal(0.0, shared) + rng.normal(0.0, own, size=len(TISSUES)))
+        for name, (shared, own) in _JITTER.items()
     }
 
 
@@ -166,12 +195,9 @@ def contrast_enhanced(properties: TissueProperties) -> TissueProperties:
     r1 = _interpolate(_R1_GADOLINIUM, b0) / 1000.0  # per mM per ms
     r2 = _interpolate(_R2_GADOLINIUM, b0) / 1000.0
     c = properties.gadolinium
-    return TissueProperties(
-        pd=properties.pd,
+    return replace(
+        properties,
         t1=1.0 / (1.0 / properties.t1 + r1 * c),
         t2=1.0 / (1.0 / properties.t2 + r2 * c),
         t2star=1.0 / (1.0 / properties.t2star + r2 * c),
-        chi=properties.chi,
-        gadolinium=c,
-        field_strength=b0,
     )
