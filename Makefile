@@ -9,7 +9,7 @@ BIDS_VALIDATOR_VERSION := 1.15.0
 BIDS_VALIDATOR_DIR := $(VENV)/bids-validator
 BIDS_VALIDATOR := $(BIDS_VALIDATOR_DIR)/node_modules/bids-validator/bin/bids-validator
 
-.PHONY: setup bids-validator demo test test-slow bench eval eval-quick lint format clean
+.PHONY: setup bids-validator demo test test-slow bench eval eval-quick colin27 lint format clean
 
 setup: $(STAMP)
 
@@ -72,6 +72,19 @@ eval: setup
 
 eval-quick:
 	@$(MAKE) --no-print-directory eval EVAL_SUITE=quick
+
+# Colin27 (a real 1 mm T1w, brain-extracted) for benchmarks/exp_colin27.py, from Debian's
+# mricron-data package (not shipped here; its copyright file is kept beside it).
+COLIN27 := data/colin27/ch2bet.nii.gz
+colin27: $(COLIN27)
+$(COLIN27):
+	@command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || \
+		{ echo "make: apt-get and dpkg-deb (Debian/Ubuntu) fetch mricron-data" >&2; exit 1; }
+	rm -rf data/colin27/deb && mkdir -p data/colin27/deb
+	cd data/colin27/deb && apt-get download mricron-data && dpkg-deb -x mricron-data_*.deb x
+	cp data/colin27/deb/x/usr/share/doc/mricron-data/copyright data/colin27/copyright
+	cp data/colin27/deb/x/usr/share/mricron/templates/ch2bet.nii.gz $(COLIN27)
+	rm -rf data/colin27/deb
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks scripts

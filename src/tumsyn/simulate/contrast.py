@@ -28,7 +28,9 @@ __all__ = [
     "contrast_family",
     "contrast_problems",
     "contrast_ranges",
+    "expected_contrast",
     "pure_tissue_ratios",
+    "ratio_problems",
     "tissue_signals",
 ]
 
@@ -108,6 +110,34 @@ def contrast_ranges() -> dict[tuple[str, float], ContrastRange]:
     return table
 
 
+def ratio_problems(
+    expected: ContrastRange, ratios: dict[str, float], *, ranges: bool = True
+) -> list[str]:
+    """How measured ``{"GM/WM", "CSF/WM"}`` ratios depart from ``expected`` (empty: none): the
+    ordering always, the ranges when ``ranges``. Used for the simulator's own signals and for
+    images (synthesized or real) alike."""
+    problems = []
+    if ranges:
+        for name, (low, high) in (("GM/WM", expected.gm_wm), ("CSF/WM", expected.csf_wm)):
+            if not low <= ratios[name] <= high:
+                problems.append(f"{name} {ratios[name]:.2f} outside [{low:g}, {high:g}]")
+    brightness = {"WM": 1.0, "GM": ratios["GM/WM"], "CSF": ratios["CSF/WM"]}
+    ordered = [brightness[t] for t in expected.order]
+    if any(a <= b for a, b in pairwise(ordered)):
+        actual = sorted(expected.order, key=lambda t: -brightness[t])
+        problems.append(f"order {' > '.join(actual)}, expected {' > '.join(expected.order)}")
+    return problems
+
+
+def expected_contrast(metadata: ImagingMetadata) -> ContrastRange:
+    """The table's entry for a protocol's family and field strength.
+
+    Raises:
+        KeyError: the table has none.
+    """
+    return contrast_ranges()[(contrast_family(metadata), float(metadata.field_strength))]
+
+
 def contrast_problems(metadata: ImagingMetadata, *, estimates: bool = False) -> list[str]:
     """How a protocol's simulated contrast departs from real images of its family (empty: none).
 
@@ -117,19 +147,11 @@ def contrast_problems(metadata: ImagingMetadata, *, estimates: bool = False) -> 
     Raises:
         KeyError: the table has no range for the protocol's family and field strength.
     """
-    family = contrast_family(metadata)
-    expected = contrast_ranges()[(family, float(metadata.field_strength))]
-    ratios = pure_tissue_ratios(metadata)
-    problems = []
+    expected = expected_contrast(metadata)
     checked = expected.enforced or estimates
-    for name, (low, high) in (("GM/WM", expected.gm_wm), ("CSF/WM", expected.csf_wm)):
-        if checked and not low <= ratios[name] <= high:
-            problems.append(f"{name} {ratios[name]:.2f} outside [{low:g}, {high:g}]")
-    signals = tissue_signals(metadata)
-    brightness = [signals[t] for t in expected.order]
-    if any(a <= b for a, b in pairwise(brightness)):
-        actual = sorted(expected.order, key=lambda t: -signals[t])
-        problems.append(f"order {' > '.join(actual)}, expected {' > '.join(expected.order)}")
-    if str(metadata.modality) == "T1CE" and signals["ENH"] <= signals["WM"]:
-        problems.append("enhancing lesions are not brighter than white matter")
+    problems = ratio_problems(expected, pure_tissue_ratios(metadata), ranges=checked)
+    if str(metadata.modality) == "T1CE":
+        signals = tissue_signals(metadata)
+        if signals["ENH"] <= signals["WM"]:
+            problems.append("enhancing lesions are not brighter than white matter")
     return problems
