@@ -63,12 +63,14 @@ bench: setup
 EVAL_SUITE ?= release
 EVAL_EXPERIMENTS := internal zero_shot task_specific morphometry retrieval heterogeneous_resolution \
 	controllability
+EVAL_TABLES := internal zero_shot task_specific morphometry retrieval_suite \
+	controllability_correlation heterogeneous_resolution
 eval: setup
 	@for experiment in $(EVAL_EXPERIMENTS); do \
 		echo "== $$experiment ($(EVAL_SUITE))"; \
 		$(PY) benchmarks/exp_$$experiment.py --suite $(EVAL_SUITE) --quiet || exit 1; \
 	done
-	$(PY) scripts/eval_tables.py
+	$(PY) scripts/eval_tables.py --only $(EVAL_TABLES)
 
 eval-quick:
 	@$(MAKE) --no-print-directory eval EVAL_SUITE=quick

@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
-import stat
 import sys
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from tumsyn.io import atomic_output
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -170,8 +170,11 @@ def _pairs(text: str) -> list[tuple[str, re.Match, re.Match]]:
     return pairs
 
 
-def update_readme(text: str, results_dir: Path) -> tuple[str, list[str]]:
-    """``text`` with every marked table regenerated from ``results_dir``, and the names changed.
+def update_readme(
+    text: str, results_dir: Path, only: Sequence[str] | None = None
+) -> tuple[str, list[str]]:
+    """``text`` with every marked table (or those named in ``only``) regenerated from
+    ``results_dir``, and the names changed.
 
     Only what lies between a pair of markers is touched; the rest of ``text`` is kept byte for
     byte. Raises :class:`TableError` for bad markers or a missing or unreadable results file.
@@ -180,6 +183,8 @@ def update_readme(text: str, results_dir: Path) -> tuple[str, list[str]]:
     changed = []
     position = 0
     for name, opened, closed in _pairs(text):
+        if only is not None and name not in only:
+            continue
         block = render_block(_load(name, results_dir))
         if opened.group(0).endswith("\r"):  # keep a CRLF file's line ends
             block = block.replace("\n", "\r\n")
@@ -192,22 +197,6 @@ def update_readme(text: str, results_dir: Path) -> tuple[str, list[str]]:
     return "".join(pieces), changed
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` through a temporary file in the same folder."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(text.encode("utf-8"))
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="eval_tables.py", description="Regenerate the README's result tables from JSON."
@@ -217,13 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if a table is out of date; write nothing"
     )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these tables only")
     args = parser.parse_args(argv)
     try:
         try:
             text = args.readme.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise TableError(f"cannot read {args.readme}: {error}") from None
-        new_text, changed = update_readme(text, args.results)
+        new_text, changed = update_readme(text, args.results, args.only)
     except TableError as error:
         print(f"eval_tables: {error}", file=sys.stderr)
         return 2
@@ -238,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval_tables: {count} table(s) in {args.readme} up to date")
         return 0
     if new_text != text:
-        _write_atomically(args.readme, new_text)
+        with atomic_output(args.readme) as temporary:
+            temporary.write_bytes(new_text.encode("utf-8"))
     for name in changed:
         print(f"eval_tables: updated {name}")
     if not changed:

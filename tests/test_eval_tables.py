@@ -168,3 +168,14 @@ def test_bad_markers_exit_2(tmp_path: Path, markers: str):
     assert done.stderr.startswith("eval_tables: ")
     with pytest.raises(eval_tables.TableError):
         eval_tables.update_readme(readme.read_text(encoding="utf-8"), folder)
+
+
+def test_only_updates_the_named_tables(results: Path, tmp_path: Path):
+    readme = tmp_path / "README.md"
+    absent = "<!-- results:absent -->\nkept as it is\n<!-- /results:absent -->\n"
+    readme.write_text(readme_text() + "\n" + absent)
+    done = run_script("--results", results, "--readme", readme, "--only", "quality")
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert absent in text and "30.46 [29.00, 31.99]" in text
+    assert "<!-- results:speed-2 -->\n<!-- /results:speed-2 -->" in text  # not named: left alone
