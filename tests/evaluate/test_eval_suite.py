@@ -153,3 +153,19 @@ def test_a_lab_runs_the_protocol_on_its_own_bids_data(suite, tmp_path: Path) -> 
     assert {row["task"] for row in cases} == {"T1w->T2w"} and len(cases) == 3 * len(
         {row["case"] for row in cases}
     )
+
+
+def test_runs_of_another_cohort_are_not_reused(suite) -> None:
+    from tumsyn.errors import ConfigError
+    from tumsyn.evaluate.suite import load_suite, prepare_models
+
+    path, workdir, _ = suite
+    config = workdir / "runs" / "stage1.yaml"
+    recorded = config.read_text()
+    config.write_text("# train cohort 0000000000000000\n" + recorded.split("\n", 1)[1])
+    try:
+        with pytest.raises(ConfigError, match="another cohort"):
+            prepare_models(load_suite(path), workdir, progress=False)
+    finally:
+        config.write_text(recorded)
+    assert prepare_models(load_suite(path), workdir, progress=False).stage1.is_file()

@@ -19,6 +19,8 @@ it can be inspected or continued by hand. A finished run is reused; an interrupt
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -111,18 +113,27 @@ def _finished(run: Path, steps: int) -> bool:
     return checkpoint.is_file() and read_checkpoint_metadata(checkpoint)["extra"]["step"] >= steps
 
 
-def _train(runs: Path, name: str, stage: str, settings: dict[str, Any], *, progress: bool) -> Path:
-    """Run (or resume, or reuse) the training run ``runs/name`` described by ``settings``."""
+def _cohort_digest(cohort: Path) -> str:
+    """A digest of a cohort's stamp (plan, protocols, simulator): runs trained on another
+    cohort are not this suite's."""
+    return hashlib.sha256((cohort / "cohort.json").read_bytes()).hexdigest()[:16]
+
+
+def _train(
+    runs: Path, name: str, stage: str, settings: dict[str, Any], *, data: str, progress: bool
+) -> Path:
+    """Run (or resume, or reuse) the training run ``runs/name`` described by ``settings``, on
+    the cohort whose digest is ``data`` (recorded in the YAML file's first line)."""
     from tumsyn.train import run
 
     folder = runs / name
     config_path = runs / f"{name}.yaml"
     settings = {**settings, "out": str(folder)}
-    text = yaml.safe_dump(settings, sort_keys=False)
+    text = f"# train cohort {data}\n" + yaml.safe_dump(settings, sort_keys=False)
     if config_path.is_file() and config_path.read_text() != text and folder.exists():
         raise ConfigError(
-            f"{folder}: made with other settings than the suite's now ({config_path}); remove "
-            "the run folder to train it again"
+            f"{folder}: made with other settings or another cohort than the suite's now "
+            f"({config_path}); remove the run folder to train it again"
         )
     runs.mkdir(parents=True, exist_ok=True)
     with atomic_output(config_path) as temporary:
@@ -138,9 +149,10 @@ def prepare_models(suite: SuiteConfig, workdir: Path, *, progress: bool = True) 
     workdir = Path(workdir)
     cohorts = simulate_cohorts(suite.cohort, workdir / "data")
     data = {"source": str(cohorts["train"]), "cache": str(workdir / "cache")}
+    train = functools.partial(_train, data=_cohort_digest(cohorts["train"]), progress=progress)
     runs = workdir / "runs"
     first = {**suite.stage1, "data": {**suite.stage1.get("data", {}), **data}}
-    stage1 = _train(runs, "stage1", "text", first, progress=progress)
+    stage1 = train(runs, "stage1", "text", first)
     text_encoder = str(stage1 / "model.safetensors")
     shared = {
         **suite.stage2,
@@ -148,7 +160,7 @@ def prepare_models(suite: SuiteConfig, workdir: Path, *, progress: bool = True) 
         "text_encoder": text_encoder,
     }
     conditioners = {
-        name: _train(runs, name, "synthesis", {**shared, "conditioner": name}, progress=progress)
+        name: train(runs, name, "synthesis", {**shared, "conditioner": name})
         / "pipeline.safetensors"
         for name in suite.conditioners
     }
@@ -156,7 +168,7 @@ def prepare_models(suite: SuiteConfig, workdir: Path, *, progress: bool = True) 
     for task in suite.task_specific:
         settings = {**shared, "conditioner": "bmlip", "tasks": [list(task)]}
         run_name = f"task-{task[0]}-{task[1]}"
-        folder = _train(runs, run_name, "synthesis", settings, progress=progress)
+        folder = train(runs, run_name, "synthesis", settings)
         task_specific[task_name(task)] = folder / "pipeline.safetensors"
     return SuiteModels(
         cohorts=cohorts,
