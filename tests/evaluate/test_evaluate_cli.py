@@ -236,3 +236,47 @@ def test_a_mask_file_replaces_the_default_mask(capsys, tmp_path: Path) -> None:
     row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
     assert row["psnr"] == pytest.approx(psnr(truth, pred, mask), abs=1e-9)
     assert row["psnr"] != pytest.approx(psnr(truth, pred), abs=0.01)
+
+
+def subject_derivatives(bids: Path, subject: str, prefix: str, affine=None) -> np.ndarray:
+    """A brain mask (a half ball) and GM/WM/CSF maps for one subject in bids/derivatives/seg."""
+    truth, _ = head()
+    folder = bids / "derivatives" / "seg" / subject / "anat"
+    mask = (truth > 0) & (np.indices(SHAPE)[0] < 8)
+    write(folder / f"{prefix}_desc-brain_mask.nii.gz", mask.astype(np.float32), affine)
+    thirds = np.indices(SHAPE)[1] // 6
+    for label, index in (("GM", 0), ("WM", 1), ("CSF", 2)):
+        write(folder / f"{prefix}_label-{label}_probseg.nii.gz",
+              ((thirds == index) & (truth > 0)).astype(np.float32), affine)  # fmt: skip
+    return mask
+
+
+def test_folder_mode_takes_each_subjects_mask_and_tissues(capsys, tmp_path: Path) -> None:
+    derivatives, bids = bids_folders(tmp_path)
+    mask = subject_derivatives(bids, "sub-01/ses-1", "sub-01_ses-1")
+    out = tmp_path / "results.json"
+    code, _, _ = run(capsys, "evaluate", "--pred", str(derivatives), "--truth", str(bids),
+                     "--out", str(out))  # fmt: skip
+    assert code == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["truth"].endswith("sub-01_ses-1_FLAIR.nii.gz")
+    truth, pred = head()
+    from tumsyn.evaluate.metrics import psnr
+
+    assert row["psnr"] == pytest.approx(psnr(truth, pred, mask), abs=1e-6)  # the subject's mask
+    assert row["psnr"] != pytest.approx(psnr(truth, pred, truth > 0), abs=1e-3)
+    assert row["gm_wm_error"] is not None and row["csf_wm_error"] is not None
+    second = json.loads(out.read_text())["rows"][1]  # sub-02 has no derivatives
+    assert second["gm_wm_error"] is None
+
+
+def test_maps_on_another_grid_are_left_out_with_a_warning(capsys, tmp_path: Path) -> None:
+    derivatives, bids = bids_folders(tmp_path)
+    shifted = np.eye(4)
+    shifted[0, 3] = 2.0
+    subject_derivatives(bids, "sub-02", "sub-02", affine=shifted)
+    out = tmp_path / "results.json"
+    code, _, err = run(capsys, "evaluate", "--pred", str(derivatives), "--truth", str(bids),
+                       "--out", str(out))  # fmt: skip
+    assert code == 0 and "not on the grid of sub-02_FLAIR.nii.gz" in err
+    assert "gm_wm_error" not in json.loads(out.read_text())["rows"][1]  # no maps were used

@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from tumsyn.data import ImageRecord, index_bids
+from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
 from tumsyn.evaluate.metrics import contrast_errors, mae, psnr, ssim
 from tumsyn.evaluate.report import bootstrap_interval
 from tumsyn.io import Grid, atomic_output
@@ -42,8 +43,7 @@ __all__ = [
 ]
 
 Task = tuple[str, str]
-TISSUES = ("GM", "WM", "CSF")
-_LESIONS = ("WMH", "ENH")
+TISSUES = TISSUE_LABELS
 
 
 def task_name(task: Task) -> str:
@@ -118,19 +118,18 @@ def _slab(shape: Sequence[int], slices: int) -> slice:
 
 
 def _tissue_maps(case: Case, grid: Grid) -> dict[str, np.ndarray] | None:
-    """The subject's tissue fractions on ``grid``, or None when the data set has none.
+    """The subject's probability maps (tissues and lesions) on ``grid``, or None when its
+    derivatives have no GM, WM and CSF maps.
 
     The simulator writes them on its 1 mm anatomy grid; they are carried to the image grid by
     the simulator's own acquisition model (``simulate.acquisition.acquire``: its point-spread
     function, then sampling), so each voxel gets the fractions that its intensity was made of.
     """
-    subject = case.target.subject.split("/")[0]
-    folder = case.dataset / "derivatives" / "tumsyn" / subject / "anat"
-    paths = {name: folder / f"{subject}_label-{name}_probseg.nii.gz" for name in TISSUES + _LESIONS}
-    if not all(paths[name].is_file() for name in TISSUES):
+    maps = find_subject_maps(case.dataset, case.target.subject)
+    if maps.tissues is None:
         return None
     key = (grid.shape, tuple(np.round(grid.affine, 6).ravel()))
-    return {name: _fractions_on(str(path), *key) for name, path in paths.items() if path.is_file()}
+    return {name: _fractions_on(str(path), *key) for name, path in maps.labels.items()}
 
 
 @lru_cache(maxsize=16)

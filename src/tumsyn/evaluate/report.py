@@ -6,7 +6,9 @@ replacement* from a ``numpy.random.Generator`` seeded by the caller; the interva
 97.5th percentiles of the 100 resampled means. The same seed gives the same interval.
 
 Pairing: one prediction and one truth file, or two folders whose NIfTI files are paired by their
-BIDS entities (see :func:`pair_folders`).
+BIDS entities (see :func:`pair_folders`). In folder mode each subject's brain mask and GM/WM/CSF
+maps are taken from the truth data set's derivatives when they lie on the truth's grid
+(:func:`with_subject_maps`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from tumsyn.errors import ImageError, InputFileError, TumsynError
+from tumsyn.errors import ImageError, InputFileError, TumsynError, TumsynWarning
+from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
 from tumsyn.evaluate.metrics import contrast_errors, mae, psnr, ssim
-from tumsyn.io import Volume, atomic_output, load_nifti, save_json
+from tumsyn.io import Volume, atomic_output, load_nifti, read_grid, save_json
 from tumsyn.metadata.bids import anat_images, bids_entities
 
 __all__ = [
@@ -43,7 +47,7 @@ BOOTSTRAP_FRACTION = 0.7
 # Entities that tell two images of one subject apart; ``desc`` (``desc-tumsyn``) and the rest
 # describe how a file was made, not what it shows, so they are not matched.
 PAIRING_ENTITIES = ("sub", "ses", "run", "acq", "ce", "rec")
-TISSUES = ("GM", "WM", "CSF")
+TISSUES = TISSUE_LABELS
 _AFFINE_TOLERANCE = 1e-4
 _METRICS = ("psnr", "ssim", "mae")
 _CONTRASTS = ("gm_wm_error", "csf_wm_error")
@@ -55,11 +59,12 @@ class PairingError(TumsynError, ValueError):
 
 @dataclass(frozen=True)
 class Pair:
-    """A prediction, the truth it is compared with, and an optional brain mask file."""
+    """A prediction, the truth it is compared with, and optional brain mask and GM/WM/CSF maps."""
 
     pred: Path
     truth: Path
     mask: Path | None = None
+    tissues: tuple[Path, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,9 @@ class EvaluationReport:
         lines = [header]
         for row in self.rows:
             values = row.values()
-            cells = (f"{values[name]:.4f}" for name in self.columns)
+            cells = (
+                "-" if values[name] is None else f"{values[name]:.4f}" for name in self.columns
+            )
             lines.append((row.pred.name, row.truth.name, *cells))
         for label, key in (("mean", "mean"), ("ci 2.5%", "ci_low"), ("ci 97.5%", "ci_high")):
             cells = (f"{self.summary[name][key]:.4f}" for name in self.columns)
@@ -183,8 +190,8 @@ def bootstrap_interval(
 def _summary(rows: Sequence[Row], seed: int) -> dict[str, dict[str, float | int | None]]:
     summary: dict[str, dict[str, float | int | None]] = {}
     for name in (*_METRICS, *_CONTRASTS):
-        values = [row.values()[name] for row in rows]
-        if any(value is None for value in values):
+        values = [row.values()[name] for row in rows if row.values()[name] is not None]
+        if not values:  # contrast errors of images without tissue maps
             continue
         mean = float(np.mean(values))  # type: ignore[arg-type]
         low, high = math.nan, math.nan  # an infinite PSNR (identical images) has no interval
@@ -235,6 +242,7 @@ def evaluate_pair(pair: Pair, *, tissues: Sequence[Path] | None = None) -> Row:
     if not mask.any():
         raise ImageError(f"{pair.mask or pair.truth}: the brain mask is empty")
     errors: dict[str, float] = {}
+    tissues = pair.tissues or tissues
     if tissues is not None:
         errors = _contrast_errors(truth, pred, mask, pair.truth, tissues)
     try:
@@ -249,6 +257,41 @@ def evaluate_pair(pair: Pair, *, tissues: Sequence[Path] | None = None) -> Row:
         )
     except ValueError as error:
         raise ImageError(f"{pair.pred}: {error}") from None
+
+
+def with_subject_maps(pair: Pair, root: Path) -> Pair:
+    """``pair`` with its subject's brain mask and GM/WM/CSF maps from the truth data set's
+    derivatives (:func:`tumsyn.evaluate.derivatives.find_subject_maps`), those on the truth's
+    grid; maps on another grid are left out with a warning (resample them first)."""
+    entities, _ = bids_entities(pair.truth.name)
+    if "sub" not in entities:
+        return pair
+    subject = f"sub-{entities['sub']}" + (f"/ses-{entities['ses']}" if "ses" in entities else "")
+    maps = find_subject_maps(root, subject)
+    truth_grid = read_grid(pair.truth)
+
+    def on_grid(path: Path) -> bool:
+        grid = read_grid(path)
+        same = grid.shape == truth_grid.shape and np.allclose(
+            grid.affine, truth_grid.affine, atol=_AFFINE_TOLERANCE, rtol=0
+        )
+        if not same:
+            warnings.warn(
+                f"{path}: not on the grid of {pair.truth.name}; left out (resample it first)",
+                TumsynWarning,
+                stacklevel=3,
+            )
+        return same
+
+    mask = maps.mask if maps.mask is not None and on_grid(maps.mask) else None
+    tissues = maps.tissues
+    if tissues is not None and not all(on_grid(path) for path in tissues.values()):
+        tissues = None
+    return replace(
+        pair,
+        mask=pair.mask or mask,
+        tissues=pair.tissues or (None if tissues is None else tuple(tissues.values())),
+    )
 
 
 def _contrast_errors(
@@ -382,6 +425,7 @@ def evaluate(
         if mask is not None or tissues is not None:
             raise TumsynError("a mask and tissue maps are for one pair of files, not folders")
         pairs, unevaluated = pair_folders(pred, truth)
+        pairs = [with_subject_maps(pair, truth) for pair in pairs]
     elif pred.is_dir() or truth.is_dir():
         raise TumsynError(f"{pred} and {truth}: give two files or two folders, not one of each")
     else:
