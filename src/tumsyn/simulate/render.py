@@ -21,7 +21,16 @@ from tumsyn.simulate.acquisition import acquire, bias_field, rician_noise, rotat
 from tumsyn.simulate.anatomy import Anatomy
 from tumsyn.simulate.sequences import signal
 
-__all__ = ["ScanSettings", "draw_scan_settings", "render", "render_on", "scan", "scan_grid"]
+__all__ = [
+    "ScanSettings",
+    "draw_scan_settings",
+    "render",
+    "render_on",
+    "scan",
+    "scan_grid",
+    "scan_object",
+    "tissue_object",
+]
 
 #: Images are in arbitrary units: a pure-CSF proton density of 1 becomes this value.
 INTENSITY_SCALE = 1000.0
@@ -68,8 +77,7 @@ def scan_grid(
 
 def _object(anatomy: Anatomy, metadata: ImagingMetadata) -> np.ndarray:
     """The ideal 1 mm magnitude image: tissue signals weighted by fraction, summed, magnitude."""
-    per_tissue = signal(anatomy.properties(metadata.field_strength), metadata) * INTENSITY_SCALE
-    return np.abs(np.tensordot(per_tissue.astype(np.float32), anatomy.fractions, axes=1))
+    return tissue_object(anatomy, signal(anatomy.properties(metadata.field_strength), metadata))
 
 
 def _brain_mask(anatomy: Anatomy, grid: Grid) -> np.ndarray:
@@ -96,9 +104,23 @@ def scan(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A realistic acquisition: truth times a coil bias field, Rician noise, brain-extracted."""
     grid = scan_grid(anatomy, metadata.voxel_size, settings.rotation_deg)
-    truth = acquire(_object(anatomy, metadata), anatomy.grid, grid)
+    return scan_object(anatomy, _object(anatomy, metadata), grid, settings), grid.affine
+
+
+def tissue_object(anatomy: Anatomy, signals: np.ndarray) -> np.ndarray:
+    """The ideal 1 mm image of any per-tissue signals (one per class, in units of the pure-CSF
+    proton density): how randomised contrasts are imaged, through the same path as protocols."""
+    per_tissue = np.asarray(signals, dtype=np.float32) * np.float32(INTENSITY_SCALE)
+    return np.abs(np.tensordot(per_tissue, anatomy.fractions, axes=1))
+
+
+def scan_object(
+    anatomy: Anatomy, image: np.ndarray, grid: Grid, settings: ScanSettings
+) -> np.ndarray:
+    """Acquire a 1 mm object image on ``grid``: voxel kernel, coil bias, Rician noise, masked."""
+    truth = acquire(image, anatomy.grid, grid)
     mask = _brain_mask(anatomy, grid)
     sigma = float(truth[mask].mean()) / settings.snr if mask.any() else 0.0
     biased = truth * bias_field(grid.shape, np.asarray(settings.bias))
     noisy = rician_noise(biased, sigma, np.random.default_rng(settings.noise_seed))
-    return np.where(mask, noisy, np.float32(0)), grid.affine
+    return np.where(mask, noisy, np.float32(0))

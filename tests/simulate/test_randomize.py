@@ -1,0 +1,73 @@
+"""Randomised inputs (SynthSR-style): seeded draws, every family and ordering, images that are
+what the draw says."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumsyn.simulate import make_subject
+from tumsyn.simulate.randomize import InputRandomizer, draw_protocol, render_input
+from tumsyn.simulate.sequences import sequence_for, signal
+from tumsyn.simulate.tissues import TISSUES, tissue_properties
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return make_subject(3)
+
+
+def test_a_seed_fixes_the_whole_draw() -> None:
+    randomizer = InputRandomizer()
+    first = randomizer.make_params(np.random.default_rng(7))
+    assert first == randomizer.make_params(np.random.default_rng(7))
+    assert first != randomizer.make_params(np.random.default_rng(8))
+
+
+def test_protocols_cover_every_family_and_are_physical() -> None:
+    rng = np.random.default_rng(0)
+    drawn = [draw_protocol(rng) for _ in range(400)]
+    assert {str(m.modality) for m in drawn} == {"T1w", "T2w", "FLAIR", "PD", "T2star", "SWI"}
+    assert {sequence_for(m) for m in drawn if m.modality == "T1w"} == {
+        "mprage", "spoiled_gradient_echo", "spin_echo"
+    }  # fmt: skip
+    for metadata in drawn:
+        assert metadata.te < metadata.tr and (metadata.ti is None or metadata.ti < metadata.tr)
+        values = signal(tissue_properties(metadata.field_strength), metadata)
+        assert np.isfinite(values).all()
+
+
+def test_random_contrasts_take_every_grey_white_ordering() -> None:
+    randomizer = InputRandomizer(physics_probability=0.0)
+    draws = [randomizer.make_params(np.random.default_rng(seed)) for seed in range(40)]
+    gm, wm = TISSUES.index("GM"), TISSUES.index("WM")
+    ratios = [d.signals[gm] / d.signals[wm] for d in draws]
+    assert min(ratios) < 1 < max(ratios) and all(d.protocol is None for d in draws)
+
+
+def test_thick_slices_and_voxel_sizes_stay_in_their_ranges() -> None:
+    randomizer = InputRandomizer(thick_probability=1.0)
+    for seed in range(30):
+        sizes = list(randomizer.make_params(np.random.default_rng(seed)).voxel_size)
+        in_plane = max(set(sizes), key=sizes.count)  # the value two axes share
+        (thick,) = [size for size in sizes if size != in_plane]
+        assert sizes.count(in_plane) == 2 and 0.7 <= in_plane <= 3.0 and 2.0 <= thick <= 6.0
+
+
+def test_the_image_is_what_the_draw_says(subject) -> None:
+    draw = InputRandomizer().make_params(np.random.default_rng(2))
+    image, affine = render_input(subject, draw)
+    assert image.dtype == np.float32 and np.isfinite(image).all() and image.min() >= 0
+    assert np.allclose(nib.affines.voxel_sizes(affine), draw.voxel_size, atol=1e-3)
+    assert image[0].max() == 0 and image[:, :, -1].max() == 0  # nothing outside the head
+    assert (image > 0).mean() > 0.2
+
+
+def test_a_looser_skull_strip_keeps_more_voxels(subject) -> None:
+    draw = InputRandomizer().make_params(np.random.default_rng(5))
+    tight = render_input(subject, replace(draw, mask_margin_mm=-2.0))[0]
+    loose = render_input(subject, replace(draw, mask_margin_mm=3.0))[0]
+    assert (loose > 0).sum() > (tight > 0).sum()
