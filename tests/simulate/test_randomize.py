@@ -71,3 +71,39 @@ def test_a_looser_skull_strip_keeps_more_voxels(subject) -> None:
     tight = render_input(subject, replace(draw, mask_margin_mm=-2.0))[0]
     loose = render_input(subject, replace(draw, mask_margin_mm=3.0))[0]
     assert (loose > 0).sum() > (tight > 0).sum()
+
+
+@pytest.mark.parametrize("voxel", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (1.0, 1.0, 5.0)])
+def test_a_patch_renders_from_the_part_of_the_subject_it_needs(subject, voxel) -> None:
+    """Rendering a patch grid from ``Anatomy.around`` equals cutting it from the whole image."""
+    from tumsyn.io import Grid
+    from tumsyn.metadata import default_protocol
+    from tumsyn.simulate import render_on
+    from tumsyn.simulate.render import scan_grid
+
+    whole = scan_grid(subject, voxel)
+    start = np.asarray(whole.shape) // 3
+    size = np.minimum(np.asarray(whole.shape) // 3, 24)
+    affine = whole.affine.copy()
+    affine[:3, 3] += whole.affine[:3, :3] @ start
+    patch = Grid(tuple(int(n) for n in size), affine)
+    metadata = default_protocol("FLAIR").metadata
+    part = subject.around(patch)
+    assert part.fractions.size < subject.fractions.size / 4
+    expected = render_on(subject, metadata, whole)[
+        tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))
+    ]
+    np.testing.assert_allclose(render_on(part, metadata, patch), expected, rtol=1e-4, atol=1e-2)
+
+
+def test_an_input_patch_is_a_box_of_the_input_grid(subject) -> None:
+    from tumsyn.io import Grid
+    from tumsyn.simulate.randomize import input_grid
+
+    draw = InputRandomizer(thick_probability=0.0).make_params(np.random.default_rng(11))
+    whole = input_grid(subject, draw)
+    affine = whole.affine.copy()
+    affine[:3, 3] += whole.affine[:3, :3] @ (np.asarray(whole.shape) // 2 - 8)
+    image, patch_affine = render_input(subject, draw, Grid((16, 16, 16), affine))
+    assert image.shape == (16, 16, 16) and np.allclose(patch_affine, affine)
+    assert (image > 0).mean() > 0.5  # the centre of the head is brain

@@ -33,7 +33,7 @@ from tumsyn.simulate.render import ScanSettings, scan_grid, scan_object, tissue_
 from tumsyn.simulate.sequences import signal
 from tumsyn.simulate.tissues import TISSUES
 
-__all__ = ["InputDraw", "InputRandomizer", "draw_protocol", "render_input"]
+__all__ = ["InputDraw", "InputRandomizer", "draw_protocol", "input_grid", "render_input"]
 
 # Sequence family -> modality and ranges (ms, degrees) of the drawn timings, about 1.5 times wider
 # than clinical protocols use at either end.
@@ -134,16 +134,25 @@ def _tissue_signals(anatomy: Anatomy, draw: InputDraw) -> np.ndarray:
     return signal(anatomy.properties(protocol.field_strength), protocol)
 
 
-def _input_grid(anatomy: Anatomy, draw: InputDraw) -> Grid:
+def input_grid(anatomy: Anatomy, draw: InputDraw) -> Grid:
+    """The whole input's grid: the subject's field of view at the draw's voxel size, rotated and
+    shifted by the draw (a patch is a box of it)."""
     grid = scan_grid(anatomy, draw.voxel_size, draw.scan.rotation_deg)
     affine = grid.affine.copy()
     affine[:3, 3] += draw.shift_mm
     return Grid(grid.shape, affine)
 
 
-def render_input(anatomy: Anatomy, draw: InputDraw) -> tuple[np.ndarray, np.ndarray]:
-    """The randomised input image and its affine (its own grid: voxel size, rotation, shift)."""
-    grid = _input_grid(anatomy, draw)
+def render_input(
+    anatomy: Anatomy, draw: InputDraw, grid: Grid | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The randomised input image and its affine: on its own whole grid (:func:`input_grid`), or
+    on ``grid``, a box of it (a training patch, rendered from the part of the subject it needs;
+    the bias field then spans the patch)."""
+    if grid is None:
+        grid = input_grid(anatomy, draw)
+    else:
+        anatomy = anatomy.around(grid)
     # draw.scan's rotation is in the grid already; scan_object takes its SNR, bias and noise.
     image = scan_object(anatomy, tissue_object(anatomy, _tissue_signals(anatomy, draw)), grid,
                         draw.scan)  # fmt: skip
