@@ -1,0 +1,194 @@
+"""Stage-2 samples generated on the fly from virtual subjects: a randomised input, an exact target.
+
+Where :class:`~tumsyn.data.synthesis.SynthesisPatches` cuts pairs out of a pre-rendered cohort,
+this draws each sample from the anatomy (SynthSR's recipe, issue 14): the *input* is a
+randomised acquisition of any contrast, resolution and quality
+(:class:`~tumsyn.simulate.randomize.InputRandomizer`), the *target* the exact noise-free physics
+of a prompt's protocol at the prompt's voxel size (0.7-3 mm, anisotropic included), so the model
+learns to read any scan and to answer any voxel size it will be asked for.
+
+Geometry: the input patch is ``P^3`` voxels of the input's own (possibly rotated, shifted,
+thick-slice) grid around a random brain point; the queries are voxels of the target grid whose
+centres fall inside that patch, with coordinates in the patch's [-1, 1] frame (array axis order,
+as :mod:`tumsyn.data.synthesis`) and LIIF's cell size. Normalisation is what inference does to a
+whole image: the input volume is rendered whole and scaled by its 0.5th and 99.5th percentiles;
+the target by those of its noise-free tissue image (which the voxel kernel barely moves).
+
+Every random choice of sample ``index`` in ``epoch`` comes from
+``numpy.random.default_rng([seed, epoch, index])`` in :meth:`GeneratedPairs.parameters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tumsyn.data.synthesis import crop_padded
+from tumsyn.data.volumes import normalise_percentiles
+from tumsyn.errors import ConfigError
+from tumsyn.io import Grid
+from tumsyn.metadata import ImagingMetadata, format_prompt, prompt_without_subject
+from tumsyn.simulate import Anatomy, render_on
+from tumsyn.simulate.randomize import InputDraw, InputRandomizer, input_grid, render_input
+from tumsyn.simulate.render import scan_grid, tissue_object
+from tumsyn.simulate.sequences import signal
+
+__all__ = ["GeneratedPairs", "GeneratedParameters"]
+
+_PERCENTILES = (0.5, 99.5)  # as normalise_percentiles and inference
+
+
+@dataclass(frozen=True)
+class GeneratedParameters:
+    """The random choices behind one generated sample."""
+
+    anatomy: int
+    target: ImagingMetadata  # the prompt's protocol, at its voxel size
+    draw: InputDraw
+    centre_mm: tuple[float, float, float]  # the patch centre, world coordinates
+    query_seed: int
+    without_subject: bool = False
+
+
+class GeneratedPairs(Dataset):
+    """Samples drawn from virtual subjects: ``source``, ``coord``, ``cell``, ``target`` as
+    :class:`~tumsyn.data.synthesis.SynthesisPatches` gives them, and ``prompt`` as text.
+
+    Args:
+        anatomies: the virtual subjects samples are drawn from.
+        targets: the target protocols (e.g. the packaged library); a sample takes one and a
+            voxel size drawn from ``target_voxel_size``.
+        randomizer: the ranges of the inputs.
+        patch_size, queries: ``P`` and ``Q``.
+        target_voxel_size: (low, high) mm of the prompt's voxel size.
+        anisotropic: probability that the three target axes get independent sizes.
+        subject_dropout: probability that the prompt leaves out age and sex.
+        seed, length: base seed; samples per epoch.
+    """
+
+    def __init__(
+        self,
+        anatomies: Sequence[Anatomy],
+        targets: Sequence[ImagingMetadata],
+        randomizer: InputRandomizer,
+        *,
+        patch_size: int = 32,
+        queries: int = 8000,
+        target_voxel_size: tuple[float, float] = (0.7, 3.0),
+        anisotropic: float = 0.3,
+        subject_dropout: float = 0.0,
+        seed: int = 0,
+        length: int = 1000,
+    ) -> None:
+        if not anatomies or not targets:
+            raise ConfigError("GeneratedPairs needs at least one anatomy and one target protocol")
+        self.anatomies, self.targets = list(anatomies), list(targets)
+        self.randomizer = randomizer
+        self.patch_size, self.queries = int(patch_size), int(queries)
+        self.target_voxel_size = target_voxel_size
+        self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
+        self.seed, self.length = int(seed), int(length)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def parameters(self, index: int) -> GeneratedParameters:
+        """Draw the random choices of sample ``index`` in the current epoch."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        rng = np.random.default_rng([self.seed, int(self._epoch), int(index)])
+        which = int(rng.integers(len(self.anatomies)))
+        anatomy = self.anatomies[which]
+        sizes = rng.uniform(*self.target_voxel_size, size=3)
+        if rng.random() >= self.anisotropic:
+            sizes[:] = sizes[0]
+        protocol = self.targets[int(rng.integers(len(self.targets)))]
+        target = protocol.replace(
+            voxel_size=tuple(round(float(v), 2) for v in sizes),
+            age=anatomy.parameters.age,
+            sex=anatomy.parameters.sex,
+        )
+        draw = self.randomizer.make_params(rng)
+        brain = np.argwhere(anatomy.brain > 0.5)
+        voxel = brain[int(rng.integers(len(brain)))]
+        centre = anatomy.grid.affine[:3, :3] @ voxel + anatomy.grid.affine[:3, 3]
+        without = bool(self.subject_dropout and rng.random() < self.subject_dropout)
+        return GeneratedParameters(
+            anatomy=which,
+            target=target,
+            draw=draw,
+            centre_mm=tuple(float(c) for c in centre),
+            query_seed=int(rng.integers(2**31)),
+            without_subject=without,
+        )
+
+    def _source(self, anatomy: Anatomy, p: GeneratedParameters) -> tuple[np.ndarray, Grid]:
+        """The normalised input patch and its grid (a box of the whole input grid)."""
+        whole = input_grid(anatomy, p.draw)
+        image, _ = render_input(anatomy, p.draw)
+        inverse = np.linalg.inv(whole.affine)
+        centre = inverse[:3, :3] @ np.asarray(p.centre_mm) + inverse[:3, 3]
+        start = np.rint(centre).astype(int) - self.patch_size // 2
+        patch = crop_padded(normalise_percentiles(image), start, (self.patch_size,) * 3)
+        affine = whole.affine.copy()
+        affine[:3, 3] += whole.affine[:3, :3] @ start
+        return patch, Grid((self.patch_size,) * 3, affine)
+
+    def _target_scale(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:
+        """The target image's 0.5th and 99.5th percentiles, from its noise-free tissue image."""
+        signals = signal(anatomy.properties(target.field_strength), target)
+        values = tissue_object(anatomy, signals)
+        low, high = np.percentile(values[values > 0], _PERCENTILES)
+        return float(low), float(high)
+
+    def render(self, p: GeneratedParameters) -> dict:
+        """The sample that ``p`` describes (no other randomness)."""
+        anatomy = self.anatomies[p.anatomy]
+        source, patch = self._source(anatomy, p)
+        size = self.patch_size
+        # Target voxels around the patch: a box of the target grid covering the patch's extent.
+        whole = scan_grid(anatomy, p.target.voxel_size)
+        to_target = np.linalg.inv(whole.affine) @ patch.affine
+        corners = np.array([[a, b, c, 1.0] for a in (-0.5, size - 0.5) for b in (-0.5, size - 0.5)
+                            for c in (-0.5, size - 0.5)]).T  # fmt: skip
+        reach = to_target[:3] @ corners
+        low = np.floor(reach.min(axis=1)).astype(int)
+        high = np.ceil(reach.max(axis=1)).astype(int) + 1
+        affine = whole.affine.copy()
+        affine[:3, 3] += whole.affine[:3, :3] @ low
+        box = Grid(tuple(int(n) for n in high - low), affine)
+        values = render_on(anatomy.around(box), p.target, box)
+        bottom, top = self._target_scale(anatomy, p.target)
+        values = np.clip((values - bottom) / max(top - bottom, 1e-6), 0.0, 1.0)
+        # Their coordinates in the patch's [-1, 1] frame; keep those inside it.
+        voxels = np.argwhere(np.ones(box.shape, dtype=bool))
+        to_patch = np.linalg.inv(patch.affine) @ box.affine
+        in_patch = (to_patch[:3, :3] @ voxels.T + to_patch[:3, 3:4]).T
+        coord = (2.0 * in_patch + 1.0) / size - 1.0
+        inside = np.flatnonzero(np.all(np.abs(coord) <= 1.0, axis=1))
+        rng = np.random.default_rng(p.query_seed)
+        chosen = inside[rng.choice(inside.size, self.queries, replace=inside.size < self.queries)]
+        ratio = np.asarray(p.target.voxel_size) / np.asarray(p.draw.voxel_size)
+        cell = np.broadcast_to((2.0 * ratio / size).astype(np.float32), (self.queries, 3))
+        prompt = format_prompt(p.target)
+        if p.without_subject:
+            prompt = prompt_without_subject(prompt)
+        target = values[tuple(voxels[chosen].T)].astype(np.float32)
+        return {
+            "source": torch.from_numpy(source[None]),
+            "coord": torch.from_numpy(coord[chosen].astype(np.float32)),
+            "cell": torch.from_numpy(np.ascontiguousarray(cell)),
+            "target": torch.from_numpy(target[:, None]),
+            "prompt": prompt,
+        }
+
+    def __getitem__(self, index: int) -> dict:
+        return self.render(self.parameters(index))

@@ -1,0 +1,63 @@
+"""Samples generated on the fly from a virtual subject: seeded, in the right frame, and (in the
+identity case of an ideal input) the target seen through the input patch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tumsyn.data.generated import GeneratedPairs
+from tumsyn.metadata import default_protocol, load_protocols, parse_prompt
+from tumsyn.models.liif import sample_grid
+from tumsyn.simulate import make_subject
+from tumsyn.simulate.randomize import InputDraw, InputRandomizer
+from tumsyn.simulate.render import ScanSettings
+
+
+@pytest.fixture(scope="module")
+def pairs() -> GeneratedPairs:
+    targets = [p.metadata for p in load_protocols("library")]
+    return GeneratedPairs([make_subject(1)], targets, InputRandomizer(), patch_size=16,
+                          queries=500, length=8, seed=3)  # fmt: skip
+
+
+def test_a_sample_depends_on_seed_epoch_and_index_alone(pairs: GeneratedPairs) -> None:
+    first, again = pairs[2], pairs[2]
+    assert all(torch.equal(first[k], again[k]) for k in ("source", "coord", "target"))
+    assert first["prompt"] == again["prompt"]
+    pairs.set_epoch(1)
+    try:
+        assert not torch.equal(pairs[2]["source"], first["source"])
+    finally:
+        pairs.set_epoch(0)
+
+
+def test_samples_are_in_the_patch_frame_with_the_prompts_voxel_size(pairs: GeneratedPairs) -> None:
+    for index in range(4):
+        parameters, sample = pairs.parameters(index), pairs[index]
+        assert sample["source"].shape == (1, 16, 16, 16) and sample["target"].shape == (500, 1)
+        assert sample["coord"].abs().max() <= 1.0
+        assert sample["target"].min() >= 0.0 and sample["target"].max() <= 1.0
+        prompted = parse_prompt(sample["prompt"])
+        assert prompted.voxel_size == parameters.target.voxel_size
+        assert all(0.7 <= v <= 3.0 for v in prompted.voxel_size)
+        ratio = np.asarray(parameters.target.voxel_size) / np.asarray(parameters.draw.voxel_size)
+        np.testing.assert_allclose(sample["cell"][0].numpy(), 2 * ratio / 16, rtol=1e-5)
+
+
+def test_an_ideal_input_of_the_targets_protocol_shows_the_target(pairs: GeneratedPairs) -> None:
+    """Input = the target's own protocol and voxel size, no noise, bias, gamma or shift: the
+    patch sampled at the query coordinates must be the target (up to normalisation)."""
+    flair = default_protocol("FLAIR").metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+    ideal = InputDraw(protocol=flair, signals=None, voxel_size=(2.0, 2.0, 2.0),
+                      scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
+                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+    parameters = replace(pairs.parameters(0), draw=ideal, target=flair)
+    sample = pairs.render(parameters)
+    seen = sample_grid(sample["source"][None], sample["coord"][None], mode="nearest")[0, :, 0]
+    inside = (sample["target"][:, 0] > 0.05) & (seen > 0.05)
+    correlation = np.corrcoef(seen[inside].numpy(), sample["target"][inside, 0].numpy())[0, 1]
+    assert inside.sum() > 100 and correlation > 0.98
