@@ -18,6 +18,7 @@ from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validato
 from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
 from tumsyn.metadata import canonical_modality
+from tumsyn.simulate.randomize import InputRandomizer
 from tumsyn.yamlfiles import read_yaml
 
 __all__ = [
@@ -73,10 +74,27 @@ class ContrastiveTrainConfig(_TrainConfig):
     validation_batches: PositiveInt = 4
 
 
+class GeneratorConfig(StrictConfig):
+    """Stage-2 samples drawn on the fly from virtual subjects (``tumsyn.data.generated``)
+    instead of a data set: randomised inputs of any contrast, exact targets at 0.7-3 mm."""
+
+    subjects: PositiveInt = 8  # virtual subjects kept in memory (about 100 MB each)
+    validation_subjects: PositiveInt = 2  # others, for the validation patches
+    enhancing_fraction: float = 0.3
+    targets: str = "library"  # the target protocols: a packaged list name or a YAML file
+    target_voxel_size: tuple[PositiveFloat, PositiveFloat] = (0.7, 3.0)
+    anisotropic: float = 0.3  # probability of independent per-axis target voxel sizes
+    samples_per_epoch: PositiveInt = 1000
+    workers: int = 0  # DataLoader worker processes (rendering is the slow part)
+    inputs: InputRandomizer = InputRandomizer()
+
+
 class SynthesisTrainConfig(_TrainConfig):
     """Stage 2: the synthesis network, conditioned on a frozen stage-1 text encoder."""
 
     stage: Literal["synthesis"] = "synthesis"
+    data: DataConfig | None = None  # a data set of co-registered pairs, or:
+    generator: GeneratorConfig | None = None  # samples generated from virtual subjects
     # What turns target prompts into features (tumsyn.models.conditioners): bmlip (the frozen
     # stage-1 text tower), untrained (that tower's architecture, random frozen weights), onehot,
     # metadata, sentence. The model's text_dim is set to the conditioner's feature size.
@@ -96,6 +114,14 @@ class SynthesisTrainConfig(_TrainConfig):
     @classmethod
     def _modalities(cls, tasks: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
         return tuple((canonical_modality(a), canonical_modality(b)) for a, b in tasks)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SynthesisTrainConfig:
+        if (self.data is None) == (self.generator is None):
+            raise ValueError("give either 'data' (a data set) or 'generator', not both or none")
+        if self.generator is not None and self.tasks:
+            raise ValueError("'tasks' filters a data set's pairs; a generator has none")
+        return self
 
     @model_validator(mode="after")
     def _text_encoder(self) -> SynthesisTrainConfig:
@@ -124,6 +150,11 @@ def load_train_config(
         for key in ("source", "cache"):
             if isinstance(content["data"].get(key), str):
                 content["data"][key] = _resolve(content["data"][key], folder)
+    generator = content.get("generator")
+    if isinstance(generator, dict) and str(generator.get("targets", "")).endswith(
+        (".yaml", ".yml")
+    ):
+        generator["targets"] = _resolve(generator["targets"], folder)
     for key in ("out", "text_encoder"):
         if isinstance(content.get(key), str):
             content[key] = _resolve(content[key], folder)

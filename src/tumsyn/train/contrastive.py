@@ -102,6 +102,7 @@ def train_contrastive(
         loss=loss,
         validate=validate,
         samples_per_batch=config.batch_size,
+        workers=config.data.workers,
         after_step=lambda m: m.clamp_logit_scale_(),
         # The voxel size images were resampled to: retrieval must prepare images the same way.
         extra={"stage": "text", "prompts": prompts, "spacing": config.spacing},

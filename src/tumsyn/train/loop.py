@@ -62,6 +62,7 @@ class Stage:
     loss: Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
     validate: Callable[[nn.Module], dict[str, float]]
     samples_per_batch: int
+    workers: int = 0  # DataLoader worker processes
     after_step: Callable[[nn.Module], None] = lambda model: None
     extra: dict[str, Any] = field(default_factory=dict)  # stored with the checkpoint
     # (trained model, checkpoint facts) -> (module, facts) written to pipeline.safetensors
@@ -224,7 +225,7 @@ def train(
     autocast = world.device.type == "cuda" and config.amp
     log = _MetricsLog(folder, step) if world.is_main else None
     sampler = ResumableBatches(stage.batches, rank=world.rank, world=world.size)
-    workers = config.data.workers
+    workers = stage.workers
     bar = tqdm(
         total=config.steps, initial=step, unit="step", disable=not (progress and world.is_main)
     )

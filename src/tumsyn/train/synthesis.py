@@ -15,14 +15,18 @@ baseline (the low-resolution source interpolated at the query points) on the [0,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from tumsyn.data import (
     SynthesisPatches,
     VolumeCache,
     paired_records,
 )
+from tumsyn.data.generated import GeneratedPairs
 from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
 from tumsyn.infer.coverage import coverage_from_prompts
@@ -131,23 +135,22 @@ def copy_source(batch) -> torch.Tensor:
     return sample_grid(batch["source"], batch["coord"])
 
 
-def train_synthesis(
-    config: SynthesisTrainConfig,
-    world: World,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    stop_at: int | None = None,
-):
-    """Build everything stage 2 needs from ``config`` and run the loop."""
+@dataclass
+class _TrainingData:
+    """What stage 2 trains and validates on, from a data set or from the generator."""
+
+    dataset: Dataset
+    validation: list[dict] | None
+    target_prompts: list[str]  # what the model is asked for: coverage, one-hot sites
+    workers: int
+    prompts: list[str] = field(default_factory=list)  # a data set's, by index (else text)
+
+
+def _cohort_data(config: SynthesisTrainConfig) -> _TrainingData:
+    """Patches of co-registered pairs of ``config.data`` (prompts looked up by index)."""
     records = run_records(config)
-    train_records, validation_records = records.train, records.validation
-    train_pairs, validation_pairs = (
-        paired_records(train_records),
-        paired_records(validation_records),
-    )
-    train_pairs = task_pairs(train_pairs, config.tasks)
-    validation_pairs = task_pairs(validation_pairs, config.tasks)
+    train_pairs = task_pairs(paired_records(records.train), config.tasks)
+    validation_pairs = task_pairs(paired_records(records.validation), config.tasks)
     if not train_pairs:
         raise ConfigError(
             f"{config.data.source}: no subject has two images to pair"
@@ -157,57 +160,106 @@ def train_synthesis(
     if config.subject_dropout > 0:  # the prompts without age and sex get features too
         prompts = sorted({*prompts, *(prompt_without_subject(p) for p in prompts)})
         prompt_ids = {prompt: index for index, prompt in enumerate(prompts)}
-    target_prompts = sorted({target.prompt for _, target in train_pairs})
-    conditioner = make_conditioner(config, target_prompts)
-    torch.manual_seed(config.seed)
-    model = build(_network_spec(config, conditioner))
-    features = PromptFeatures(conditioner, prompts, pooled=model.pooled_text).to(world.device)
     cache = VolumeCache(config.data.cache)
-    patch_settings = {
+    settings = {
         "patch_size": config.patch_size,
         "queries": config.queries,
         "scale_range": config.scale_range,
         "anisotropic": config.anisotropic,
     }
-    dataset = SynthesisPatches(
-        train_pairs,
-        cache,
-        prompt_ids,
-        seed=config.seed,
-        subject_dropout=config.subject_dropout,
-        **patch_settings,
-    )
-    global_batch = config.batch_size * world.size
-    batches = EpochShuffle(len(dataset), global_batch, seed=config.seed)
-
-    def loss(network, batch) -> torch.Tensor:
-        text, mask = features(batch["prompt"])
-        prediction = network(
-            batch["source"], batch["coord"], text, cell=batch["cell"], text_mask=mask
-        )
-        return (prediction - batch["target"]).abs().mean()
-
+    dataset = SynthesisPatches(train_pairs, cache, prompt_ids, seed=config.seed,
+                               subject_dropout=config.subject_dropout, **settings)  # fmt: skip
     validation = None
     if validation_pairs:
         held_out = SynthesisPatches(  # pairs reused with new patches when there are fewer
             validation_pairs, cache, prompt_ids, seed=config.seed + 1,
-            length=config.validation_patches, **patch_settings,
+            length=config.validation_patches, **settings,
         )  # fmt: skip
         validation = [held_out[i] for i in range(config.validation_patches)]
+    targets = sorted({target.prompt for _, target in train_pairs})
+    return _TrainingData(dataset, validation, targets, config.data.workers, prompts)
+
+
+def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
+    """Samples drawn from virtual subjects (``config.generator``); prompts as text."""
+    from tumsyn.metadata import format_prompt, load_protocols
+    from tumsyn.simulate import CohortSettings, cohort_subject
+
+    g = config.generator
+
+    def subjects(count: int, seed: int) -> list:
+        settings = CohortSettings(count, seed=seed, enhancing_fraction=g.enhancing_fraction)
+        return [cohort_subject(settings, index) for index in range(1, count + 1)]
+
+    targets = [protocol.metadata for protocol in load_protocols(g.targets)]
+    settings = {"patch_size": config.patch_size, "queries": config.queries,
+                "target_voxel_size": g.target_voxel_size, "anisotropic": g.anisotropic}  # fmt: skip
+    dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
+                             subject_dropout=config.subject_dropout, seed=config.seed,
+                             length=g.samples_per_epoch, **settings)  # fmt: skip
+    held_out = GeneratedPairs(subjects(g.validation_subjects, config.seed + 7919), targets,
+                              g.inputs, seed=config.seed + 1,
+                              length=config.validation_patches, **settings)  # fmt: skip
+    validation = [held_out[i] for i in range(config.validation_patches)]
+    sizes = g.target_voxel_size
+    covered = [format_prompt(t.replace(voxel_size=(v, v, v))) for t in targets for v in sizes]
+    return _TrainingData(dataset, validation, sorted(covered), g.workers)
+
+
+def _encoder(conditioner: nn.Module, data: _TrainingData, *, pooled: bool, device):
+    """``prompts -> (features, mask)`` on ``device``: a lookup of precomputed features for a
+    data set's prompt indices, the frozen conditioner run per batch for generated prompt text
+    (every generated sample has its own voxel size, so there is no fixed list to precompute)."""
+    if data.prompts:
+        return PromptFeatures(conditioner, data.prompts, pooled=pooled).to(device)
+
+    def encode(prompts) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.no_grad():
+            text, mask = conditioner.features(list(prompts), pooled=pooled)
+        return text.to(device), None if mask is None else mask.to(device)
+
+    return encode
+
+
+def _batch_of_one(sample: dict, device) -> dict:
+    return {
+        key: value[None].to(device) if torch.is_tensor(value)
+        else [value] if isinstance(value, str) else torch.tensor([value], device=device)
+        for key, value in sample.items()
+    }  # fmt: skip
+
+
+def train_synthesis(
+    config: SynthesisTrainConfig,
+    world: World,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
+):
+    """Build everything stage 2 needs from ``config`` and run the loop."""
+    data = _generated_data(config) if config.generator is not None else _cohort_data(config)
+    conditioner = make_conditioner(config, data.target_prompts)
+    torch.manual_seed(config.seed)
+    model = build(_network_spec(config, conditioner))
+    features = _encoder(conditioner, data, pooled=model.pooled_text, device=world.device)
+    global_batch = config.batch_size * world.size
+    batches = EpochShuffle(len(data.dataset), global_batch, seed=config.seed)
+
+    def predict(network, batch) -> torch.Tensor:
+        text, mask = features(batch["prompt"])
+        return network(batch["source"], batch["coord"], text, cell=batch["cell"], text_mask=mask)
+
+    def loss(network, batch) -> torch.Tensor:
+        return (predict(network, batch) - batch["target"]).abs().mean()
 
     def validate(network) -> dict[str, float]:
-        if validation is None:
+        if data.validation is None:
             return {}
         psnr, baseline = [], []
-        for sample in validation:
-            batch = {k: v[None].to(world.device) if torch.is_tensor(v) else torch.tensor([v])
-                     for k, v in sample.items()}  # fmt: skip
-            batch["prompt"] = batch["prompt"].to(world.device)
-            text, mask = features(batch["prompt"])
-            prediction = network(
-                batch["source"], batch["coord"], text, cell=batch["cell"], text_mask=mask
-            )
-            psnr.append(_psnr(prediction, batch["target"]))
+        for sample in data.validation:
+            batch = _batch_of_one(sample, world.device)
+            psnr.append(_psnr(predict(network, batch), batch["target"]))
             baseline.append(_psnr(copy_source(batch), batch["target"]))
         return {
             "val_psnr": float(torch.cat(psnr).mean()),
@@ -216,18 +268,19 @@ def train_synthesis(
 
     stage = Stage(
         model=model,
-        dataset=dataset,
+        dataset=data.dataset,
         batches=batches,
         loss=loss,
         validate=validate,
         samples_per_batch=config.batch_size,
+        workers=data.workers,
         extra={
             "stage": "synthesis",
             "conditioner": config.conditioner,
             "text_encoder": config.text_encoder,
             "tasks": [list(task) for task in config.tasks],
-            "prompts": prompts,
+            "prompts": data.prompts or data.target_prompts,
         },
-        export=lambda network, facts: _pipeline(conditioner, network, facts, target_prompts),
+        export=lambda network, facts: _pipeline(conditioner, network, facts, data.target_prompts),
     )
     return train(config, stage, world, resume=resume, progress=progress, stop_at=stop_at)
