@@ -112,7 +112,9 @@ class GeneratedPairs(Dataset):
             sizes[:] = sizes[0]
         protocol = self.targets[int(rng.integers(len(self.targets)))]
         target = protocol.replace(
-            voxel_size=tuple(round(float(v), 2) for v in sizes),
+            # 0.1 mm steps, as users write them: three two-decimal sizes can push a long prompt
+            # past the text encoder's 90 tokens.
+            voxel_size=tuple(round(float(v), 1) for v in sizes),
             age=anatomy.parameters.age,
             sex=anatomy.parameters.sex,
         )
