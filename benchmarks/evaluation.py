@@ -29,6 +29,14 @@ CONDITIONER_METHODS = {
 SUITE_COMMANDS = {"quick": "make eval-quick", "release": "make eval"}
 
 
+def working_voxel_size(coverage: dict, preferred: float = 2.0) -> float:
+    """The voxel size an experiment synthesizes at: the model's one training voxel size, or for
+    a model trained on a range of them the ``preferred`` size brought into that range, so that
+    no experiment mixes in a resolution extrapolation it does not mean to measure."""
+    low, high = coverage["voxel_size"]
+    return float(low) if low == high else float(min(max(preferred, low), high))
+
+
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite", default="quick", help="quick, release, or a suite YAML file (default: quick)"

@@ -45,7 +45,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
-from evaluation import add_suite_arguments, prepared_suite, write_results
+from evaluation import add_suite_arguments, prepared_suite, working_voxel_size, write_results
 from tumsyn import Synthesizer
 from tumsyn.infer.loading import read_pipeline_metadata
 from tumsyn.io import Grid, atomic_output
@@ -76,15 +76,6 @@ SWEEPS = (
     Sweep("flair-ti", "FLAIR TI", "FLAIR", "ti", (1500, 1750, 2000, 2250, 2500, 2750, 3000)),
     Sweep("t1w-ti", "T1w TI", "T1w", "ti", (300, 400, 600, 800, 900, 1100, 1300)),
 )
-
-
-def trained_voxel_size(coverage: dict) -> float:
-    """The model's training voxel size: synthesizing at any other would mix in a resolution
-    extrapolation, which is not what this experiment measures."""
-    low, high = coverage["voxel_size"]
-    if low != high:
-        raise ValueError(f"expected one trained voxel size, coverage gives {low}..{high} mm")
-    return float(low)
 
 
 def trained_range(coverage: dict, sweep: Sweep) -> tuple[float, float] | None:
@@ -302,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     began = time.perf_counter()
     synthesizer, coverage = _model(args)
-    voxel_size = args.voxel_size or trained_voxel_size(coverage)
+    voxel_size = args.voxel_size or working_voxel_size(coverage)
     sweeps = tuple(
         replace(s, values=spread(s.values, args.points)) for s in SWEEPS if s.key in args.sweeps
     )

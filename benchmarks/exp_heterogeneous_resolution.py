@@ -63,7 +63,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
-from evaluation import add_suite_arguments, prepared_suite, write_results
+from evaluation import add_suite_arguments, prepared_suite, working_voxel_size, write_results
 from tumsyn import Synthesizer
 from tumsyn.evaluate.experiments import summarise
 from tumsyn.evaluate.metrics import psnr, ssim
@@ -91,14 +91,6 @@ class Degradation:
     orientation: str
     factor: float  # thick voxel side / fine voxel side
     fwhm: float  # Gaussian blur along the thick axis, in fine voxels (0: none)
-
-
-def trained_voxel_size(coverage: dict) -> float:
-    """The model's one training voxel size: the fine grid, so that only the input is off it."""
-    low, high = coverage["voxel_size"]
-    if low != high:
-        raise ValueError(f"expected one trained voxel size, coverage gives {low}..{high} mm")
-    return float(low)
 
 
 def draw_degradations(
@@ -254,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     began = time.perf_counter()
     synthesizers, extra = _models(args)
-    voxel_size = args.voxel_size or trained_voxel_size(extra["coverage"])
+    voxel_size = args.voxel_size or working_voxel_size(extra["coverage"])
     voxel = (voxel_size,) * 3
     protocols = {
         m: default_protocol(m).metadata.replace(voxel_size=voxel) for m in ("T1w", "FLAIR")

@@ -169,3 +169,19 @@ def test_runs_of_another_cohort_are_not_reused(suite) -> None:
     finally:
         config.write_text(recorded)
     assert prepare_models(load_suite(path), workdir, progress=False).stage1.is_file()
+
+
+def test_a_generator_suite_trains_stage2_from_virtual_subjects(tmp_path: Path) -> None:
+    """stage2.generator (the v2 recipe): no data set in the stage-2 runs, and no task-specific
+    models, which need a data set's pairs."""
+    from tumsyn.errors import ConfigError
+    from tumsyn.evaluate.suite import load_suite
+
+    generated = {**SUITE, "stage2": {**SUITE["stage2"], "generator": {"subjects": 1}}}
+    generated["stage2"].pop("data")
+    path = tmp_path / "generated.yaml"
+    path.write_text(yaml.safe_dump(generated))
+    with pytest.raises(ConfigError, match="task_specific"):
+        load_suite(path)
+    path.write_text(yaml.safe_dump({**generated, "task_specific": []}))
+    assert load_suite(path).stage2["generator"] == {"subjects": 1}

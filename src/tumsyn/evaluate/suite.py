@@ -4,7 +4,9 @@ A suite file (``benchmarks/suites/quick.yaml``, ``release.yaml``) says how large
 cohorts are and how each model trains; :func:`prepare_models` makes them in a work folder,
 cached by stage:
 
-1. the cohorts (:func:`tumsyn.evaluate.cohort.simulate_cohorts`): train, internal, zero-shot;
+1. the cohorts (:func:`tumsyn.evaluate.cohort.simulate_cohorts`): train, internal, zero-shot
+   (with ``generator`` in ``stage2``, stage 2 draws its samples from virtual subjects instead of
+   the train cohort: the recipe of model v2; the test cohorts stay the same);
 2. stage 1 (``runs/stage1``) on the train cohort;
 3. one stage-2 model per conditioner (``runs/<conditioner>``), all with the same network, data,
    steps and seed, so that they differ only in how the prompt is encoded;
@@ -87,6 +89,11 @@ def load_suite(path: str | os.PathLike) -> SuiteConfig:
         unknown = sorted(set(suite.conditioners) - set(CONDITIONERS))
         if unknown:
             raise ConfigError(f"{path}: unknown conditioner(s) {unknown}; known: {CONDITIONERS}")
+        if "generator" in suite.stage2 and suite.task_specific:
+            raise ConfigError(
+                f"{path}: task_specific models train on a data set's pairs; a stage2 with a "
+                "generator has none (leave task_specific empty)"
+            )
         return suite.model_copy(
             update={
                 "tasks": _canonical_tasks(suite.tasks),
@@ -154,11 +161,9 @@ def prepare_models(suite: SuiteConfig, workdir: Path, *, progress: bool = True) 
     first = {**suite.stage1, "data": {**suite.stage1.get("data", {}), **data}}
     stage1 = train(runs, "stage1", "text", first)
     text_encoder = str(stage1 / "model.safetensors")
-    shared = {
-        **suite.stage2,
-        "data": {**suite.stage2.get("data", {}), **data},
-        "text_encoder": text_encoder,
-    }
+    shared = {**suite.stage2, "text_encoder": text_encoder}
+    if "generator" not in suite.stage2:  # a generator draws its own samples: no data set
+        shared["data"] = {**suite.stage2.get("data", {}), **data}
     conditioners = {
         name: train(runs, name, "synthesis", {**shared, "conditioner": name})
         / "pipeline.safetensors"
