@@ -50,6 +50,7 @@ def _whole_brain_source() -> Path:
     import nibabel as nib
     import numpy as np
 
+    from tumsyn.io import Grid
     from tumsyn.simulate.template import template_path
 
     source = RESULTS / "tmp" / "t1.nii.gz"
@@ -59,8 +60,7 @@ def _whole_brain_source() -> Path:
     data = np.asarray(image.dataobj, dtype=np.float32)
     start = [(n - m) // 2 for n, m in zip(data.shape, WHOLE_BRAIN, strict=True)]
     crop = data[tuple(slice(s, s + m) for s, m in zip(start, WHOLE_BRAIN, strict=True))]
-    affine = image.affine.copy()
-    affine[:3, 3] += affine[:3, :3] @ np.asarray(start)
+    affine = Grid(data.shape, image.affine).box(start, WHOLE_BRAIN).affine
     source.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(crop, affine), source)
     return source

@@ -113,9 +113,7 @@ def central_slab(grid: Grid, slices: int) -> Grid:
     if slices <= 0 or slices >= grid.shape[2]:
         return grid
     start = (grid.shape[2] - slices) // 2
-    affine = grid.affine.copy()
-    affine[:3, 3] += grid.affine[:3, :3] @ np.array([0.0, 0.0, start])
-    return Grid((grid.shape[0], grid.shape[1], slices), affine)
+    return grid.box((0, 0, start), (grid.shape[0], grid.shape[1], slices))
 
 
 def thick_grid(fine: Grid, orientation: str, factor: float) -> Grid:

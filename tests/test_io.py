@@ -235,3 +235,17 @@ def test_target_grid_bad_voxel_size(bad) -> None:
 
 def test_voxel_sizes_of_oblique_affine() -> None:
     np.testing.assert_allclose(voxel_sizes(oblique_affine((0.7, 0.8, 3.0))), (0.7, 0.8, 3.0))
+
+
+def test_a_box_of_a_grid_lies_where_its_voxels_say() -> None:
+    from tumsyn.io import Grid
+
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = (10.0, -5.0, 7.0)
+    parent = Grid((20, 30, 40), affine)
+    child = parent.box((2, -1, 5), (4, 6, 8))
+    assert child.shape == (4, 6, 8) and child.voxel_size == parent.voxel_size
+    np.testing.assert_allclose(child.affine[:3, 3], (14.0, -8.0, 27.0))
+    low, high = child.extent_in(parent)
+    np.testing.assert_allclose(low, (1.5, -1.5, 4.5))
+    np.testing.assert_allclose(high, (5.5, 4.5, 12.5))

@@ -11,6 +11,7 @@ another voxel size, the geometry every synthesis output is written on.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -67,6 +68,21 @@ class Grid:
     def voxel_size(self) -> tuple[float, float, float]:
         return voxel_sizes(self.affine)
 
+    def box(self, start: Sequence[int], shape: Sequence[int]) -> Grid:
+        """The grid of ``shape`` voxels starting at voxel ``start`` of this one (a crop, a
+        patch; it may reach outside this grid)."""
+        affine = self.affine.copy()
+        affine[:3, 3] += self.affine[:3, :3] @ np.asarray(start, dtype=float)
+        return Grid(tuple(int(n) for n in shape), affine)
+
+    def extent_in(self, other: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """The lowest and highest (continuous) voxel coordinates of ``other`` that this grid's
+        field of view reaches: its eight outer corners mapped into ``other``."""
+        corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in self.shape]))).T
+        to_other = np.linalg.inv(other.affine) @ self.affine
+        voxels = to_other[:3, :3] @ corners + to_other[:3, 3:4]
+        return voxels.min(axis=1), voxels.max(axis=1)
+
 
 @dataclass(frozen=True)
 class Volume:
@@ -82,6 +98,21 @@ class Volume:
     @property
     def voxel_size(self) -> tuple[float, float, float]:
         return voxel_sizes(self.affine)
+
+    def box(self, start: Sequence[int], shape: Sequence[int]) -> Grid:
+        """The grid of ``shape`` voxels starting at voxel ``start`` of this one (a crop, a
+        patch; it may reach outside this grid)."""
+        affine = self.affine.copy()
+        affine[:3, 3] += self.affine[:3, :3] @ np.asarray(start, dtype=float)
+        return Grid(tuple(int(n) for n in shape), affine)
+
+    def extent_in(self, other: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """The lowest and highest (continuous) voxel coordinates of ``other`` that this grid's
+        field of view reaches: its eight outer corners mapped into ``other``."""
+        corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in self.shape]))).T
+        to_other = np.linalg.inv(other.affine) @ self.affine
+        voxels = to_other[:3, :3] @ corners + to_other[:3, 3:4]
+        return voxels.min(axis=1), voxels.max(axis=1)
 
     @property
     def orientation(self) -> str:

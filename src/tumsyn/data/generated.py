@@ -33,7 +33,7 @@ from tumsyn.errors import ConfigError
 from tumsyn.io import Grid
 from tumsyn.metadata import ImagingMetadata, format_prompt, prompt_without_subject
 from tumsyn.simulate import Anatomy, render_on
-from tumsyn.simulate.randomize import InputDraw, InputRandomizer, input_grid, render_input
+from tumsyn.simulate.randomize import InputDraw, InputRandomizer, render_input
 from tumsyn.simulate.render import scan_grid, tissue_object
 from tumsyn.simulate.sequences import signal
 
@@ -134,15 +134,13 @@ class GeneratedPairs(Dataset):
 
     def _source(self, anatomy: Anatomy, p: GeneratedParameters) -> tuple[np.ndarray, Grid]:
         """The normalised input patch and its grid (a box of the whole input grid)."""
-        whole = input_grid(anatomy, p.draw)
-        image, _ = render_input(anatomy, p.draw)
-        inverse = np.linalg.inv(whole.affine)
+        image, affine = render_input(anatomy, p.draw)
+        inverse = np.linalg.inv(affine)
         centre = inverse[:3, :3] @ np.asarray(p.centre_mm) + inverse[:3, 3]
         start = np.rint(centre).astype(int) - self.patch_size // 2
-        patch = crop_padded(normalise_percentiles(image), start, (self.patch_size,) * 3)
-        affine = whole.affine.copy()
-        affine[:3, 3] += whole.affine[:3, :3] @ start
-        return patch, Grid((self.patch_size,) * 3, affine)
+        shape = (self.patch_size,) * 3
+        patch = crop_padded(normalise_percentiles(image), start, shape)
+        return patch, Grid(image.shape, affine).box(start, shape)
 
     def _target_scale(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:
         """The target image's 0.5th and 99.5th percentiles, from its noise-free tissue image."""
@@ -158,15 +156,9 @@ class GeneratedPairs(Dataset):
         size = self.patch_size
         # Target voxels around the patch: a box of the target grid covering the patch's extent.
         whole = scan_grid(anatomy, p.target.voxel_size)
-        to_target = np.linalg.inv(whole.affine) @ patch.affine
-        corners = np.array([[a, b, c, 1.0] for a in (-0.5, size - 0.5) for b in (-0.5, size - 0.5)
-                            for c in (-0.5, size - 0.5)]).T  # fmt: skip
-        reach = to_target[:3] @ corners
-        low = np.floor(reach.min(axis=1)).astype(int)
-        high = np.ceil(reach.max(axis=1)).astype(int) + 1
-        affine = whole.affine.copy()
-        affine[:3, 3] += whole.affine[:3, :3] @ low
-        box = Grid(tuple(int(n) for n in high - low), affine)
+        first, last = patch.extent_in(whole)
+        low = np.floor(first).astype(int)
+        box = whole.box(low, np.ceil(last).astype(int) + 1 - low)
         values = render_on(anatomy.around(box), p.target, box)
         bottom, top = self._target_scale(anatomy, p.target)
         values = np.clip((values - bottom) / max(top - bottom, 1e-6), 0.0, 1.0)

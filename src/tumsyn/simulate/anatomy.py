@@ -19,7 +19,6 @@ What varies between subjects:
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -105,19 +104,14 @@ class Anatomy:
         """The part of the subject that imaging ``grid`` needs: the 1 mm box covering the grid's
         field of view plus ``margin_mm`` (the voxel kernels' reach), so that a patch is rendered
         without blurring the whole head. Same subject, same properties; a view, not a copy."""
-        corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in grid.shape])))
-        world = grid.affine[:3, :3] @ corners.T + grid.affine[:3, 3:4]
-        inverse = np.linalg.inv(self.grid.affine)
-        voxels = inverse[:3, :3] @ world + inverse[:3, 3:4]
+        first, last = grid.extent_in(self.grid)
         reach = margin_mm / np.asarray(self.grid.voxel_size)
-        low = np.clip(np.floor(voxels.min(axis=1) - reach).astype(int), 0, self.grid.shape)
-        high = np.clip(np.ceil(voxels.max(axis=1) + reach).astype(int) + 1, 0, self.grid.shape)
+        low = np.clip(np.floor(first - reach).astype(int), 0, self.grid.shape)
+        high = np.clip(np.ceil(last + reach).astype(int) + 1, 0, self.grid.shape)
         high = np.maximum(high, low + 1)
         box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-        affine = self.grid.affine.copy()
-        affine[:3, 3] += self.grid.affine[:3, :3] @ low
-        shape = tuple(int(b - a) for a, b in zip(low, high, strict=True))
-        return Anatomy(self.parameters, Grid(shape, affine), self.fractions[(slice(None), *box)])
+        part = self.grid.box(low, high - low)
+        return Anatomy(self.parameters, part, self.fractions[(slice(None), *box)])
 
 
 @functools.cache
