@@ -149,3 +149,13 @@ def benchmark_module(name: str) -> Iterator[ModuleType]:
         yield module
         for sibling in ("common", "evaluation"):  # imported by their plain names
             sys.modules.pop(sibling, None)
+
+
+def run_benchmark(name: str, argv: list[str], results: Path, figures: Path | None = None):
+    """Run a ``benchmarks/`` script's ``main(argv)`` with its JSON written to ``results`` (and
+    the evaluation figures to ``figures``) instead of the repository's folders."""
+    with benchmark_module(name) as module, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["common"], "RESULTS", results)
+        if figures is not None and "evaluation" in sys.modules:
+            patch.setattr(sys.modules["evaluation"], "FIGURES", figures)
+        return module.main(argv)

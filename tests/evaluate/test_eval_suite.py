@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import TINY_BMLIP_SPEC, TINY_SYNTH_SPEC, benchmark_module
+from helpers import TINY_BMLIP_SPEC, TINY_SYNTH_SPEC, run_benchmark
 from tumsyn.cli import main as tumsyn_main
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
@@ -44,19 +43,17 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
     path.write_text(yaml.safe_dump(SUITE))
     results, workdir = folder / "results", folder / "work"
     arguments = ["--suite", str(path), "--workdir", str(workdir), "--quiet"]
+    figures = folder / "figures"
     for name in EXPERIMENTS:
-        with benchmark_module(name) as module, pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sys.modules["common"], "RESULTS", results)
-            patch.setattr(sys.modules["evaluation"], "FIGURES", folder / "figures")
-            module.main(arguments)
-    module_context = benchmark_module("exp_controllability")
-    with module_context as module, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["common"], "RESULTS", results)
-        module.main([*arguments, "--points", "2", "--sweeps", "t2w-te", "--slices", "0"])
-    module_context = benchmark_module("exp_heterogeneous_resolution")
-    with module_context as module, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["common"], "RESULTS", results)
-        module.main([*arguments, "--draws", "1", "--orientations", "axial", "--slices", "11"])
+        run_benchmark(name, arguments, results, figures)
+    run_benchmark(
+        "exp_controllability",
+        [*arguments, "--points", "2", "--sweeps", "t2w-te", "--slices", "0"],
+        results,
+    )
+    run_benchmark("exp_heterogeneous_resolution",
+                  [*arguments, "--draws", "1", "--orientations", "axial", "--slices", "11"],
+                  results)  # fmt: skip
     yield path, workdir, results
 
 
@@ -139,13 +136,9 @@ def test_a_lab_runs_the_protocol_on_its_own_bids_data(suite, tmp_path: Path) -> 
     results = tmp_path / "results"
     own = workdir / "data" / "internal"  # any co-registered BIDS data set with sidecars
     model = workdir / "runs" / "bmlip" / "pipeline.safetensors"
-    with benchmark_module("exp_internal") as module, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["common"], "RESULTS", results)
-        patch.setattr(sys.modules["evaluation"], "FIGURES", tmp_path / "figures")
-        work = str(tmp_path / "work")
-        arguments = ["--data", str(own), "--model", f"mine={model}", "--tasks", "T1w:T2w",
-                     "--patch-size", "8", "--workdir", work, "--quiet"]  # fmt: skip
-        module.main(arguments)
+    arguments = ["--data", str(own), "--model", f"mine={model}", "--tasks", "T1w:T2w",
+                 "--patch-size", "8", "--workdir", str(tmp_path / "work"), "--quiet"]  # fmt: skip
+    run_benchmark("exp_internal", arguments, results, tmp_path / "figures")
     content = _json(results, "internal_own_data")
     assert content["suite"] == "your data" and f"--data {own}" in content["command"]
     assert [row["method"] for row in content["rows"]] == ["mine", "copy source", "inverted source"]

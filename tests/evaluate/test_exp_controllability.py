@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from helpers import benchmark_module
+from helpers import benchmark_module, run_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,12 @@ def experiment() -> Iterator[ModuleType]:
 
 
 @pytest.fixture(scope="module")
-def results(experiment: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny run (1 subject, 4 mm, 6 slices, 2 values of two sweeps); its JSON folder."""
     folder = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["common"], "RESULTS", folder)  # where report() writes
-        experiment.main(["--points", "2", "--slices", "6", "--voxel-size", "4",
-                         "--sweeps", "t2w-te", "flair-ti"])  # fmt: skip
+    arguments = ["--points", "2", "--slices", "6", "--voxel-size", "4",
+                 "--sweeps", "t2w-te", "flair-ti"]  # fmt: skip
+    run_benchmark("exp_controllability", arguments, folder)
     return folder
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +16,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from helpers import benchmark_module
+from helpers import benchmark_module, run_benchmark
 from tumsyn.io import Grid
 
 METHODS = ["tumsyn FLAIR->T1w", "tumsyn FLAIR->FLAIR", "trilinear", "B-spline"]
@@ -30,12 +29,11 @@ def experiment() -> Iterator[ModuleType]:
 
 
 @pytest.fixture(scope="module")
-def results(experiment: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny run (1 subject, 1 draw, sagittal, an 11-slice slab); its JSON folder."""
     folder = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["common"], "RESULTS", folder)  # where report() writes
-        experiment.main(["--draws", "1", "--orientations", "sagittal", "--slices", "11"])
+    arguments = ["--draws", "1", "--orientations", "sagittal", "--slices", "11"]
+    run_benchmark("exp_heterogeneous_resolution", arguments, folder)
     return folder
 
 
