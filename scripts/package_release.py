@@ -1,7 +1,8 @@
 """Bundle the trained stages into the shipped checkpoint (text tower + synthesis network, fp16).
 
-    .venv/bin/python scripts/package_release.py runs/bmlip-tiny/model.safetensors \\
-        runs/synth-tiny/model.safetensors src/tumsyn/checkpoints/tumsyn-tiny.safetensors
+    .venv/bin/python scripts/package_release.py NAME STAGE1 STAGE2 OUT
+    (scripts/train_release.sh: tumsyn-v2 runs/bmlip-v2/model.safetensors
+     runs/synth-v2/model.safetensors src/tumsyn/checkpoints/tumsyn-v2.safetensors)
 
 Records the training coverage (from the stage-2 run's prompts), the validation metrics and the
 training steps in the file's metadata.
@@ -18,7 +19,7 @@ from tumsyn.models import load_checkpoint, make_pipeline, save_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
 
-def main(stage1: str, stage2: str, out: str) -> None:
+def main(name: str, stage1: str, stage2: str, out: str) -> None:
     text_encoder = load_checkpoint(stage1).text_encoder()
     synth = load_checkpoint(stage2)
     first, second = (
@@ -27,7 +28,7 @@ def main(stage1: str, stage2: str, out: str) -> None:
     )
     pipeline = make_pipeline(text_encoder, synth)
     extra = {
-        "name": "tumsyn-tiny",
+        "name": name,
         "coverage": coverage_from_prompts(second["prompts"]),
         "stage1": {"steps": first["step"], "metrics": first["metrics"]},
         "stage2": {"steps": second["step"], "metrics": second["metrics"]},
@@ -38,6 +39,6 @@ def main(stage1: str, stage2: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) != 5:
         sys.exit(__doc__)
     main(*sys.argv[1:])

@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# Train the shipped tumsyn-tiny checkpoint from scratch, on a simulated cohort, on the CPU.
+# Train the shipped checkpoint (model v2, tumsyn-v2) from scratch on the CPU, in resumable pieces:
+# rerun the script after an interruption and every stage continues where it stopped.
 #
-#   bash scripts/train_release.sh        # about 45 minutes on 2 CPU cores
+#   bash scripts/train_release.sh        # hours on 2 CPU cores; see the README's model card
 #
 # 1. simulate 24 subjects scanned with the 25 protocols of the packaged library (1.5/3/7 T, four
-#    vendors, all seven contrasts) on a common 2 mm grid, so every pair of a subject's images is
-#    co-registered;
-# 2. stage 1: bmlip-tiny, contrastive text-image pre-training (configs/bmlip-tiny.yaml);
-# 3. stage 2: tumsyn-tiny on the frozen stage-1 text encoder (configs/synth-tiny.yaml);
+#    vendors, all seven contrasts) on a common 2 mm grid, for stage 1;
+# 2. stage 1: bmlip-tiny, contrastive text-image pre-training with each prompt's voxel size drawn
+#    from 0.7-3 mm (configs/bmlip-v2.yaml);
+# 3. stage 2: tumsyn-tiny on the frozen stage-1 text encoder, on samples generated on the fly from
+#    virtual subjects: randomised inputs of any contrast and resolution, exact targets of the
+#    library's protocols at 0.7-3 mm (configs/synth-v2.yaml);
 # 4. plot the training curves (docs/figures/training_curves.png);
 # 5. bundle text tower + network into the shipped checkpoint (float16, with training coverage).
-# Outputs: runs/bmlip-tiny/ and runs/synth-tiny/ (model.safetensors, metrics.csv).
+# Outputs: runs/bmlip-v2/ and runs/synth-v2/ (model.safetensors, metrics.csv, state.pt).
+# Model v1 (tumsyn-tiny, 2 mm cohort only) came from configs/bmlip-tiny.yaml and synth-tiny.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tumsyn=.venv/bin/tumsyn
 
-if [ ! -f data/sim/participants.tsv ]; then
-    rm -rf data/sim
-    "$tumsyn" simulate data/sim --subjects 24 --seed 1 --protocols library --voxel-size 2 \
+if [ ! -f data/sim-v2/participants.tsv ]; then
+    rm -rf data/sim-v2
+    "$tumsyn" simulate data/sim-v2 --subjects 24 --seed 1 --protocols library --voxel-size 2 \
         --enhancing-fraction 0.3
 fi
-"$tumsyn" train-text configs/bmlip-tiny.yaml
-"$tumsyn" train configs/synth-tiny.yaml
-.venv/bin/python scripts/plot_training.py runs/bmlip-tiny/metrics.csv runs/synth-tiny/metrics.csv \
+train() {  # train COMMAND CONFIG RUN: start, or resume a stopped run (a finished one is kept)
+    if [ -f "$3/state.pt" ]; then "$tumsyn" "$1" "$2" --resume; else "$tumsyn" "$1" "$2"; fi
+}
+train train-text configs/bmlip-v2.yaml runs/bmlip-v2
+train train configs/synth-v2.yaml runs/synth-v2
+.venv/bin/python scripts/plot_training.py runs/bmlip-v2/metrics.csv runs/synth-v2/metrics.csv \
     docs/figures/training_curves.png
-.venv/bin/python scripts/package_release.py runs/bmlip-tiny/model.safetensors \
-    runs/synth-tiny/model.safetensors src/tumsyn/checkpoints/tumsyn-tiny.safetensors
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2/model.safetensors \
+    runs/synth-v2/model.safetensors src/tumsyn/checkpoints/tumsyn-v2.safetensors

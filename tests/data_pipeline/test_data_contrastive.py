@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 
 from tumsyn.data import DistinctPromptBatchSampler, ImageRecord, VolumeCache, WholeVolumes
 from tumsyn.errors import ConfigError
-from tumsyn.metadata import ImagingMetadata, format_prompt
+from tumsyn.metadata import ImagingMetadata, format_prompt, parse_prompt
+from tumsyn.metadata.augment import PromptAugmentation
 
 
 def test_whole_volumes_shape_range_and_brain_centring(records, shared_cache, prompt_ids):
@@ -58,6 +60,29 @@ def test_downsampling_is_anti_aliased(tmp_path, write_nifti):
     )
     inner = volumes[0]["image"][0, 2:8, 2:8, 2:8].numpy()
     assert inner.mean() == pytest.approx(0.5, abs=0.05) and inner.std() < 0.05
+
+
+def test_augmented_prompts_vary_only_voxel_size_age_and_sex(records, shared_cache, prompt_ids):
+    augmentation = PromptAugmentation(voxel_size=(0.7, 3.0), anisotropic=0.5, subject_dropout=0.5)
+    volumes = WholeVolumes(
+        records, shared_cache, prompt_ids, input_size=8, spacing=8.0, augmentation=augmentation
+    )
+    texts = []
+    for index, record in enumerate(records):
+        item = volumes[index]
+        assert item["prompt"] == prompt_ids[record.prompt]  # the recorded prompt, for batching
+        said = parse_prompt(item["text"])
+        assert all(0.7 <= v <= 3.0 and round(v, 1) == v for v in said.voxel_size)
+        subject = {"age": None, "sex": None} if said.age is None else {}
+        assert said == dataclasses.replace(record.metadata, voxel_size=said.voxel_size, **subject)
+        texts.append(item["text"])
+    assert any(parse_prompt(t).age is None for t in texts)
+    assert any(len(set(parse_prompt(t).voxel_size)) == 3 for t in texts)
+    assert [volumes[i]["text"] for i in range(len(records))] == texts  # (seed, epoch, index)
+    volumes.set_epoch(1)
+    assert [volumes[i]["text"] for i in range(len(records))] != texts
+    plain = WholeVolumes(records, shared_cache, prompt_ids, input_size=8, spacing=8.0)
+    assert "text" not in plain[0]
 
 
 def test_whole_volumes_bad_arguments(records, shared_cache, prompt_ids):

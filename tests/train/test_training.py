@@ -28,6 +28,20 @@ def test_stage1_writes_a_checkpoint_and_metrics(text_encoder: Path, steps: int) 
     assert len(rows) == steps + 1 and "val_loss" in rows[0]
 
 
+def test_stage1_with_prompt_augmentation_resumes_exactly(text_config, steps, tmp_path) -> None:
+    augmentation = {"prompt_augmentation": {"voxel_size": [0.7, 3.0], "subject_dropout": 0.5}}
+    whole = run(text_config(tmp_path, "whole", **augmentation), "text", progress=False)
+    config = text_config(tmp_path, "resumed", **augmentation)
+    assert run(config, "text", progress=False, stop_at=2).step == 2
+    resumed = run(config, "text", progress=False, resume=True)
+    first = load_file(str(whole.folder / "model.safetensors"))
+    second = load_file(str(resumed.folder / "model.safetensors"))
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    plain = run(text_config(tmp_path, "plain"), "text", progress=False)
+    third = load_file(str(plain.folder / "model.safetensors"))
+    assert not all(torch.equal(first[key], third[key]) for key in first)  # other prompts seen
+
+
 def test_stage2_trains_on_the_frozen_text_encoder(synth_config, steps, tmp_path) -> None:
     config = synth_config(tmp_path, "synth")
     assert main(["train", str(config), "--quiet"]) == 0

@@ -5,6 +5,9 @@ padded to ``S^3`` around the brain (the paper: downscaled by 2, 96^3). A symmetr
 treats every other sample of a batch as a negative, so two samples with the same prompt in one batch
 would be pushed apart although their texts are identical; :class:`DistinctPromptBatchSampler`
 builds batches with as many distinct prompts as the data allows.
+
+With a :class:`~tumsyn.metadata.augment.PromptAugmentation`, each item also carries its prompt
+varied in what the resampled volume cannot show (voxel size, age and sex).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tumsyn.data.separable import apply_separable, fwhm_sigma, resampling_matrix
 from tumsyn.data.volumes import VolumeCache
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.io import read_grid, voxel_sizes
+from tumsyn.metadata.augment import PromptAugmentation
 
 __all__ = ["DistinctPromptBatchSampler", "WholeVolumes"]
 
@@ -34,8 +38,12 @@ class WholeVolumes(Dataset):
         prompt_ids: prompt text -> index; must hold every record's prompt.
         input_size: ``S``, the output edge in voxels.
         spacing: output voxel size in mm (isotropic).
+        augmentation: vary each sample's prompt; then items also carry ``"text"``, drawn from
+            ``numpy.random.default_rng([seed, epoch, index])`` (see :meth:`set_epoch`).
+        seed: base seed of the augmentation.
 
-    Each item is ``{"image": (1, S, S, S) float32 in [0, 1], "prompt": int}``. The volume is
+    Each item is ``{"image": (1, S, S, S) float32 in [0, 1], "prompt": int}`` (the recorded
+    prompt's index) and, with ``augmentation``, ``"text"``: the varied prompt. The volume is
     resampled trilinearly on the grid of the same field of view at ``spacing`` (as
     :func:`tumsyn.io.target_grid`), after a Gaussian of FWHM ``spacing / voxel size`` voxels along
     each axis that is downsampled; then cropped or zero padded to ``S^3`` around the centre of the
@@ -50,6 +58,8 @@ class WholeVolumes(Dataset):
         *,
         input_size: int = 96,
         spacing: float = 2.0,
+        augmentation: PromptAugmentation | None = None,
+        seed: int = 0,
     ) -> None:
         self.records = list(records)
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
@@ -63,6 +73,13 @@ class WholeVolumes(Dataset):
         self.prompt_ids = dict(prompt_ids)
         self.input_size = input_size
         self.spacing = float(spacing)
+        self.augmentation, self.seed = augmentation, int(seed)
+        # Shared memory, so DataLoader workers see the epoch the main process sets.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose prompt variations items carry."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -93,7 +110,11 @@ class WholeVolumes(Dataset):
             matrix[(rows < 0) | (rows >= n_out)] = 0.0  # padding beyond the resampled grid
             matrices.append(matrix)
         image = np.clip(apply_separable(volume, matrices), 0.0, 1.0)
-        return {"image": torch.from_numpy(image[None]), "prompt": self.prompt_ids[record.prompt]}
+        item = {"image": torch.from_numpy(image[None]), "prompt": self.prompt_ids[record.prompt]}
+        if self.augmentation is not None:
+            rng = np.random.default_rng([self.seed, int(self._epoch), index])
+            item["text"] = self.augmentation.prompt(record.metadata, rng)
+        return item
 
 
 class DistinctPromptBatchSampler(Sampler[list[int]]):

@@ -32,6 +32,7 @@ from tumsyn.data.volumes import normalise_percentiles
 from tumsyn.errors import ConfigError
 from tumsyn.io import Grid
 from tumsyn.metadata import ImagingMetadata, format_prompt, prompt_without_subject
+from tumsyn.metadata.augment import random_prompt_voxel_size
 from tumsyn.simulate import Anatomy, render_on
 from tumsyn.simulate.randomize import InputDraw, InputRandomizer, render_input
 from tumsyn.simulate.render import scan_grid, tissue_object
@@ -107,14 +108,10 @@ class GeneratedPairs(Dataset):
         rng = np.random.default_rng([self.seed, int(self._epoch), int(index)])
         which = int(rng.integers(len(self.anatomies)))
         anatomy = self.anatomies[which]
-        sizes = rng.uniform(*self.target_voxel_size, size=3)
-        if rng.random() >= self.anisotropic:
-            sizes[:] = sizes[0]
+        voxel_size = random_prompt_voxel_size(rng, self.target_voxel_size, self.anisotropic)
         protocol = self.targets[int(rng.integers(len(self.targets)))]
         target = protocol.replace(
-            # 0.1 mm steps, as users write them: three two-decimal sizes can push a long prompt
-            # past the text encoder's 90 tokens.
-            voxel_size=tuple(round(float(v), 1) for v in sizes),
+            voxel_size=voxel_size,
             age=anatomy.parameters.age,
             sex=anatomy.parameters.sex,
         )

@@ -18,6 +18,7 @@ from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validato
 from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
 from tumsyn.metadata import canonical_modality
+from tumsyn.metadata.augment import PromptAugmentation
 from tumsyn.simulate.randomize import InputRandomizer
 from tumsyn.yamlfiles import read_yaml
 
@@ -72,6 +73,7 @@ class ContrastiveTrainConfig(_TrainConfig):
     stage: Literal["text"] = "text"
     spacing: PositiveFloat = 2.0  # mm: volumes are resampled to this before cropping
     validation_batches: PositiveInt = 4
+    prompt_augmentation: PromptAugmentation | None = None  # vary voxel size, age and sex
 
 
 class GeneratorConfig(StrictConfig):

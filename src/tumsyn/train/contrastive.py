@@ -47,7 +47,14 @@ def train_contrastive(
     input_size = model.spec["args"]["vision"]["input_size"]
     cache = VolumeCache(config.data.cache)
     volumes = {"input_size": input_size, "spacing": config.spacing}
-    dataset = WholeVolumes(train_records, cache, prompt_ids, **volumes)
+    dataset = WholeVolumes(
+        train_records,
+        cache,
+        prompt_ids,
+        **volumes,
+        augmentation=config.prompt_augmentation,
+        seed=config.seed,
+    )
     batches = DistinctPromptBatchSampler(
         [record.prompt for record in train_records],
         config.batch_size * world.size,
@@ -55,7 +62,10 @@ def train_contrastive(
     )
 
     def loss(network, batch) -> torch.Tensor:
-        image_features, text_features = network(batch["image"], ids[batch["prompt"]])
+        tokens = tokenize(batch["text"]).to(world.device) if "text" in batch else None
+        image_features, text_features = network(
+            batch["image"], ids[batch["prompt"]] if tokens is None else tokens
+        )
         scale = network.module.logit_scale if hasattr(network, "module") else network.logit_scale
         return contrastive_loss(image_features, text_features, scale)
 
