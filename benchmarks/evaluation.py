@@ -8,6 +8,7 @@ cached and resumable) and shared by every experiment of that suite.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from common import report
@@ -154,7 +155,8 @@ def add_own_data_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="NAME=CHECKPOINT",
-        help="with --data: a pipeline to evaluate (repeatable; default: the bundled model)",
+        help="a pipeline to evaluate (repeatable): with --data, instead of the bundled model; "
+        "with a suite, beside the suite's own models (e.g. a shipped checkpoint)",
     )
     parser.add_argument(
         "--tasks",
@@ -171,15 +173,29 @@ def _own_data(args: argparse.Namespace) -> tuple[list, dict[str, Method], int, i
     from tumsyn.evaluate.experiments import task_cases
     from tumsyn.infer.loading import bundled_checkpoint_path
 
-    models = dict(item.split("=", 1) for item in args.model or [])
-    models = models or {"tumsyn-tiny (bundled)": str(bundled_checkpoint_path())}
+    models = given_models(args) or {"tumsyn-tiny (bundled)": bundled_checkpoint_path()}
     tasks = [tuple(t.split(":", 1)) for t in args.tasks] if args.tasks else list(PAPER_TASKS)
     workdir = args.workdir or ROOT / "runs" / "eval-own-data"
-    methods = {
-        name: model_method(path, workdir / "predictions" / Path(path).stem, args.patch_size)
+    methods = checkpoint_methods(models, workdir, args.patch_size)
+    return task_cases(args.data, tasks), {**methods, **BASELINES}, len(tasks), 0
+
+
+def given_models(args: argparse.Namespace) -> dict[str, Path]:
+    """``--model NAME=CHECKPOINT`` arguments as a mapping."""
+    return {name: Path(path) for name, path in (item.split("=", 1) for item in args.model or [])}
+
+
+def checkpoint_methods(
+    models: dict[str, Path], workdir: Path, patch_size: int
+) -> dict[str, Method]:
+    """A method per pipeline checkpoint, its predictions cached under the method's name (two
+    runs' checkpoints are both called model.safetensors)."""
+    return {
+        name: model_method(
+            path, workdir / "predictions" / re.sub(r"[^\w.-]+", "-", name), patch_size
+        )
         for name, path in models.items()
     }
-    return task_cases(args.data, tasks), {**methods, **BASELINES}, len(tasks), 0
 
 
 def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str) -> dict:
@@ -200,6 +216,7 @@ def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str)
     else:
         suite, models, workdir = prepared_suite(args)
         methods = conditioner_and_baseline_methods(suite, models, workdir)
+        methods |= checkpoint_methods(given_models(args), workdir, suite.evaluation.patch_size)
         cases = task_cases(models.cohorts[split], suite.tasks, suite.evaluation.max_cases)
         task_count, slices = len(suite.tasks), suite.evaluation.slices
         seed, where = suite.evaluation.seed, f"{split} split"

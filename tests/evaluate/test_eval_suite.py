@@ -148,6 +148,20 @@ def test_a_lab_runs_the_protocol_on_its_own_bids_data(suite, tmp_path: Path) -> 
     )
 
 
+def test_a_shipped_checkpoint_is_evaluated_beside_the_suite_models(suite, tmp_path: Path) -> None:
+    path, workdir, _ = suite
+    results = tmp_path / "results"
+    shipped = workdir / "runs" / "onehot" / "pipeline.safetensors"  # any pipeline checkpoint
+    arguments = ["--suite", str(path), "--workdir", str(workdir), "--model", f"shipped={shipped}",
+                 "--quiet"]  # fmt: skip
+    run_benchmark("exp_internal", arguments, results, tmp_path / "figures")
+    rows = {row["method"]: row for row in _json(results, "internal")["rows"]}
+    assert "shipped" in rows and "tumsyn (BMLIP text)" in rows
+    # The same weights under another name give the same scores, from their own predictions.
+    assert rows["shipped"]["psnr"] == pytest.approx(rows["one-hot"]["psnr"], abs=1e-4)
+    assert (workdir / "predictions" / "shipped").is_dir()
+
+
 def test_runs_of_another_cohort_are_not_reused(suite) -> None:
     from tumsyn.errors import ConfigError
     from tumsyn.evaluate.suite import load_suite, prepare_models

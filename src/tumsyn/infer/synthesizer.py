@@ -174,12 +174,29 @@ class Synthesizer:
         progress: Callable[[Iterator], Iterator] | None = None,
     ) -> SynthesizedImage:
         """The core of :meth:`__call__` for a checked volume and a complete target."""
+        result = self.synthesize_arrays(volume, metadata, progress=progress)
+        prompt = checked_prompt(metadata)
+        output = nifti_image(result.data, result.affine, image_class=SynthesizedImage)
+        output.prompt, output.metadata = prompt, metadata
+        output.warnings = tuple(coverage_warnings(metadata, self.meta["extra"].get("coverage", {})))
+        return output
+
+    def synthesize_arrays(
+        self,
+        volume: Volume,
+        metadata: ImagingMetadata,
+        *,
+        progress: Callable[[Iterator], Iterator] | None = None,
+        plane: tuple[int, int] | None = None,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Volume:
+        """The synthesized data and affine (``plane``: only that plane, see
+        :func:`tumsyn.infer.volume.synthesize_volume`; ``encode``: see :meth:`predictor`)."""
         if metadata.voxel_size is None or metadata.modality is None:
             raise ConfigError("the target needs a modality and a voxel size")
-        prompt = checked_prompt(metadata)
         options = self.options
-        result = synthesize_volume(
-            self._predictor(prompt),
+        return synthesize_volume(
+            self.predictor(checked_prompt(metadata), encode),
             volume,
             metadata.voxel_size,
             patch_size=options.patch_size,
@@ -189,11 +206,8 @@ class Synthesizer:
             device=self.device,
             normalise=NORMALISERS[self.meta["extra"].get("input_normalisation", "tumsyn")],
             progress=progress,
+            plane=plane,
         )
-        output = nifti_image(result.data, result.affine, image_class=SynthesizedImage)
-        output.prompt, output.metadata = prompt, metadata
-        output.warnings = tuple(coverage_warnings(metadata, self.meta["extra"].get("coverage", {})))
-        return output
 
     def _volume(self, image: ImageLike, affine: np.ndarray | None) -> Volume:
         """The source as a checked :class:`Volume`, whichever form it came in."""
@@ -217,9 +231,12 @@ class Synthesizer:
             f"{type(image).__name__}"
         )
 
-    def _predictor(self, prompt: str) -> Callable[..., torch.Tensor]:
-        """The network with ``prompt`` bound, in the requested precision."""
-        predict = self.pipeline.predictor(prompt)
+    def predictor(
+        self, prompt: str, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> Callable[..., torch.Tensor]:
+        """The network with ``prompt`` bound, in the requested precision (``encode``: see
+        :meth:`SynthesisPipeline.predictor`)."""
+        predict = self.pipeline.predictor(prompt, encode)
         precision, device_type = self.options.precision, self.device.type
         if precision == "fp32" or (precision == "auto" and device_type != "cuda"):
             return predict

@@ -108,6 +108,12 @@ def _targets_in_span(span: _Span, start: int, size: int, offset: float, step: fl
     return indices, coords, span.weight(positions)
 
 
+def _only(targets: tuple[np.ndarray, np.ndarray, np.ndarray], index: int):
+    """The part of one axis's ``(indices, coords, weights)`` at output index ``index``."""
+    keep = targets[0] == index
+    return tuple(part[keep] for part in targets)
+
+
 def synthesize_volume(
     predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     volume: Volume,
@@ -121,6 +127,7 @@ def synthesize_volume(
     foreground_threshold: float = 1e-3,
     normalise: Callable[[np.ndarray], np.ndarray] = normalise_percentiles,
     progress: Callable[[Iterator], Iterator] | None = None,
+    plane: tuple[int, int] | None = None,
 ) -> Volume:
     """Synthesize a whole volume at ``voxel_size`` from ``volume`` with a patch predictor.
 
@@ -135,6 +142,8 @@ def synthesize_volume(
         batch: patches per network call.
         normalise: maps the source to [0, 1] as the model's training did.
         progress: wraps the patch-batch iterator (e.g. a tqdm bar).
+        plane: ``(axis, index)`` of the output grid: decode only that plane, from only the
+            patches that reach it (a live preview); the rest of the output stays 0.
     """
     source = normalise(volume.data)
     input_grid = volume.grid
@@ -172,6 +181,8 @@ def synthesize_volume(
             _targets_in_span(span, int(start + low[a]), p, offset[a], step[a], output.shape[a])
             for a, (span, start) in enumerate(((si, i), (sj, j), (sk, k)))
         ]
+        if plane is not None:
+            axes[plane[0]] = _only(axes[plane[0]], plane[1])
         if all(len(indices) for indices, _, _ in axes):
             jobs.append((patch, axes))
 

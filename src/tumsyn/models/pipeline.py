@@ -103,15 +103,25 @@ class SynthesisPipeline(nn.Module):
         text, mask = self.text.features([prompt], pooled=self.pooled_text)
         return text.to(device), None if mask is None else mask.to(device)
 
-    def predictor(self, prompt: str) -> Callable[..., torch.Tensor]:
-        """``(patches, coord, cell) -> values`` with the prompt bound (for whole volumes)."""
+    def predictor(
+        self,
+        prompt: str,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Callable[..., torch.Tensor]:
+        """``(patches, coord, cell) -> values`` with the prompt bound (for whole volumes).
+
+        ``encode`` replaces the network's patch encoder (``synth.gen_feat``), e.g. by one that
+        remembers the features of patches it has seen: they do not depend on the prompt.
+        """
         text, mask = self.encode_prompt(prompt)
+        encode = encode or self.synth.gen_feat
 
         def predict(patches: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
             batch = patches.shape[0]
             expanded = text.expand(batch, *text.shape[1:])
             expanded_mask = None if mask is None else mask.expand(batch, -1)
-            return self.synth(patches, coord, expanded, cell=cell, text_mask=expanded_mask)
+            conditioned = self.synth.condition(encode(patches), expanded, expanded_mask)
+            return self.synth.query(conditioned, coord, cell)
 
         return predict
 
