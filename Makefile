@@ -9,9 +9,14 @@ BIDS_VALIDATOR_VERSION := 1.15.0
 BIDS_VALIDATOR_DIR := $(VENV)/bids-validator
 BIDS_VALIDATOR := $(BIDS_VALIDATOR_DIR)/node_modules/bids-validator/bin/bids-validator
 
-.PHONY: setup bids-validator demo test test-slow bench eval eval-quick colin27 lint format clean
+# NiiVue, the viewer of `tumsyn serve` (npm registry; its self-contained UMD bundle only),
+# and Debian's chromium for the browser test (Playwright drives it; no browser download).
+NIIVUE_VERSION := 0.69.0
+NIIVUE := $(VENV)/share/tumsyn/niivue/niivue.umd.js
 
-setup: $(STAMP)
+.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 lint format clean
+
+setup: $(STAMP) $(NIIVUE)
 
 # The CPU build of torch is installed only when the venv has none, so that a CUDA build a user
 # installed into .venv beforehand is kept.
@@ -32,6 +37,21 @@ $(BIDS_VALIDATOR):
 		&& mv package node_modules/bids-validator && rm bids-validator-$(BIDS_VALIDATOR_VERSION).tgz
 	@$(BIDS_VALIDATOR) --version
 
+niivue: $(NIIVUE)
+$(NIIVUE):
+	@command -v npm >/dev/null || { echo "make: npm (Node.js) is needed for the viewer NiiVue" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -rf $(dir $(NIIVUE)) && mkdir -p $(dir $(NIIVUE))
+	cd $(dir $(NIIVUE)) && npm pack --silent @niivue/niivue@$(NIIVUE_VERSION) >/dev/null \
+		&& tar xzf niivue-niivue-$(NIIVUE_VERSION).tgz package/dist/niivue.umd.js package/package.json \
+		&& mv package/dist/niivue.umd.js package/package.json . && rm -rf package niivue-niivue-$(NIIVUE_VERSION).tgz
+
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+		else echo "make: the browser test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 # The main job on the bundled example: FLAIR, T2w and PD from its T1w, and a montage.
 DEMO_OUT := demo
 demo: setup
@@ -46,7 +66,7 @@ demo: setup
 		$(DEMO_OUT)/sub-icbm152_PD.nii.gz --title "bundled T1w -> synthesized (tumsyn-tiny)"
 
 # pytest exits with 5 when it collected no test at all; that is a failure for us, said plainly.
-test: setup bids-validator
+test: setup bids-validator browser
 	@$(PY) -m pytest -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 

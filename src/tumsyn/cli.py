@@ -355,13 +355,18 @@ def _synthesis_options(args: argparse.Namespace):
 
     names = ("device", "patch_size", "overlap", "batch", "precision", "nan_to_zero")
     options = SynthesisOptions(**{name: getattr(args, name) for name in names})
-    if args.threads is not None:
-        if args.threads < 1:
-            raise TumsynError(f"--threads must be at least 1, got {args.threads}")
+    _apply_threads(args.threads)
+    return options
+
+
+def _apply_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads."""
+    if threads is not None:
+        if threads < 1:
+            raise TumsynError(f"--threads must be at least 1, got {threads}")
         import torch
 
-        torch.set_num_threads(args.threads)
-    return options
+        torch.set_num_threads(threads)
 
 
 def add_synthesize(commands: Commands) -> None:
@@ -732,6 +737,51 @@ def _add_training(commands: Commands, name: str, handler: Callable, what: str, e
     )
 
 
+def add_serve(commands: Commands) -> None:
+    serve = _command(
+        commands,
+        "serve",
+        cmd_serve,
+        "Synthesize and compare in the browser: upload a NIfTI or use the example, describe the "
+        "target, watch the plane under the crosshair follow the prompt, synthesize and download "
+        "the volume. Listens on this machine only unless --host says otherwise.",
+        "tumsyn serve                      # then open http://127.0.0.1:8000/",
+        "ssh -L 8000:127.0.0.1:8000 server  # from your laptop, for a server's tumsyn serve",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                       help="pipeline checkpoint (default: the bundled model)")  # fmt: skip
+    serve.add_argument("--max-upload-mb", type=int, default=512, metavar="MB",
+                       help="largest upload accepted (default 512)")  # fmt: skip
+    serve.add_argument("--keep-minutes", type=float, default=60.0, metavar="MIN",
+                       help="unused uploads and results go after this (default 60)")  # fmt: skip
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tumsyn.infer.synthesizer import Synthesizer
+    from tumsyn.serve import serve
+    from tumsyn.serve.viewer import niivue_bundle
+
+    if not 0 < args.port < 65536:
+        raise TumsynError(f"--port {args.port}: expected 1-65535")
+    if args.max_upload_mb < 1 or args.keep_minutes <= 0:
+        raise TumsynError("--max-upload-mb and --keep-minutes must be positive")
+    _apply_threads(args.threads)
+    niivue_bundle()  # before the model loads: a missing viewer is told at once
+    synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=args.device)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use "
+              "the app; prefer the default and an SSH tunnel", file=sys.stderr)  # fmt: skip
+    serve(synthesizer, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          keep_minutes=args.keep_minutes)  # fmt: skip
+    return 0
+
+
 def add_train_text(commands: Commands) -> None:
     _add_training(
         commands, "train-text", cmd_train_text, "stage 1 (BMLIP text-image pre-training)",
@@ -779,6 +829,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
     add_montage,
     add_models,
     add_convert_official,
+    add_serve,
     add_train_text,
     add_train,
     add_version,

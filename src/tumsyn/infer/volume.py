@@ -187,7 +187,7 @@ def synthesize_volume(
             jobs.append((patch, axes))
 
     groups = [jobs[n : n + batch] for n in range(0, len(jobs), batch)]
-    iterator = iter(groups) if progress is None else progress(iter(groups))
+    iterator = groups if progress is None else progress(groups)  # a list: bars know the total
     cell_size = (2.0 * step / p).astype(np.float32)
     for group in iterator:
         _run_group(predict, group, cell_size, numerator, weights, device)
