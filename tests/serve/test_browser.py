@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(synthesizer) -> Iterator[tuple[str, Workspace]]:
+def server(synthesizer) -> Iterator[str]:
     workspace = Workspace(synthesizer, max_upload_bytes=64 << 20)
     port = _free_port()
     config = uvicorn.Config(create_app(synthesizer, workspace), host="127.0.0.1", port=port,
@@ -50,15 +50,16 @@ def server(synthesizer) -> Iterator[tuple[str, Workspace]]:
     while not running.started and time.monotonic() < end:
         time.sleep(0.05)
     assert running.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}", workspace
+    yield f"http://127.0.0.1:{port}"
     running.should_exit = True
     thread.join(timeout=30)
+    workspace.close()
 
 
 def test_example_preview_synthesis_and_download_in_chromium(server, tmp_path) -> None:
     from playwright.sync_api import sync_playwright
 
-    url, workspace = server
+    url = server
     assert Path(CHROMIUM).exists(), "make test installs Debian's chromium (make browser)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
