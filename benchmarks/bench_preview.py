@@ -5,7 +5,8 @@
 For each view (axial, coronal, sagittal) and output voxel size (2 mm, the example's own, and
 1 mm), the first request fills the source's patch-feature cache ("cold"); then the TE of a T2w
 prompt changes on every request, as a slider does ("warm": median of ``--repeats``). Target: about
-a second warm on 2 CPU cores. Planes through the origin (0, 0, 0) mm. Prints a table and writes benchmarks/results/preview.json.
+a second warm on 2 CPU cores. Planes through the origin (0, 0, 0) mm. Prints a table and writes
+benchmarks/results/preview.json.
 """
 
 from __future__ import annotations
