@@ -86,6 +86,16 @@ def test_a_bad_upload_gets_one_line_and_leaves_nothing(client, workspace, body, 
     assert _files(workspace) == []
 
 
+def test_the_example_and_a_simulated_subject_are_sources(client) -> None:
+    example = client.post("/api/sources/example").json()
+    assert example["name"] == "sub-icbm152_T1w.nii.gz" and example["shape"] == [79, 97, 81]
+    simulated = client.post("/api/sources/simulated", params={"seed": 3}).json()
+    assert simulated["name"] == "sim-seed3_T1w.nii.gz" and simulated["voxel_size"] == [2.0] * 3
+    image = client.get(simulated["url"])
+    data = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(image.content)).dataobj)
+    assert data.ndim == 3 and data.max() > 0
+
+
 def test_unknown_ids_answer_404(client) -> None:
     for path in ("/api/jobs/nope", "/api/jobs/nope/image.nii.gz", "/api/sources/nope/image.nii.gz"):
         answer = client.get(path)

@@ -68,6 +68,13 @@ def test_example_preview_synthesis_and_download_in_chromium(server, tmp_path) ->
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
         page.wait_for_function("document.getElementById('prompt').textContent.includes('FLAIR')")
+        # A file that is not an image: one line in the page, no source.
+        page.set_input_files("#upload", files=[
+            {"name": "notes.nii.gz", "mimeType": "application/gzip", "buffer": b"not an image"}
+        ])  # fmt: skip
+        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        assert "notes.nii.gz" in page.text_content("#error")
+        assert page.text_content("#source-info") == "No source."
         page.click("#use-example")
         page.wait_for_function("document.getElementById('preview').dataset.count", timeout=120_000)
         assert "79 × 97 × 81" in page.text_content("#source-info")
