@@ -166,7 +166,7 @@ def test_console_script_in_a_real_process(bad_files) -> None:
 
 def test_every_command_has_help_with_an_example(capsys) -> None:
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert len(commands) == len(COMMANDS) == 13
+    assert len(commands) == len(COMMANDS) == 14
     for command in commands:
         with pytest.raises(SystemExit) as exit:
             main([command, "--help"])

@@ -174,8 +174,8 @@ def unbroken(source: Path, tmp_path_factory) -> Iterator[Unbroken]:
 
 
 def _batches_done(log: Path) -> int:
-    """The most patch batches the progress bar has shown (``synthesize: 5batch [...]``)."""
-    return max(map(int, re.findall(r"synthesize: (\d+)batch", log.read_text())), default=0)
+    """The most patch batches the progress bar has shown (``synthesize: 71%|... 5/7 [...]``)."""
+    return max(map(int, re.findall(r"synthesize: .*?\| *(\d+)/\d+ \[", log.read_text())), default=0)
 
 
 @pytest.mark.parametrize("moment", ["computing", "writing"])
