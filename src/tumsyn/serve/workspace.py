@@ -189,12 +189,17 @@ class Workspace:
         return self.add_file(path, f"sim-seed{seed}_T1w.nii.gz")
 
     def source(self, source_id: str) -> Source:
+        return self._lookup(self.sources, source_id, "no source {!r} on this server (expired?): "
+                            "load it again")  # fmt: skip
+
+    def _lookup(self, table: dict, key: str, missing: str):
+        """``table[key]``, marked as used now; ``missing.format(key)`` as the error if absent."""
         with self._lock:
-            source = self.sources.get(source_id)
-        if source is None:
-            raise UnknownItem(f"no source {source_id!r} on this server (expired?): load it again")
-        source.used = time.monotonic()
-        return source
+            item = table.get(key)
+        if item is None:
+            raise UnknownItem(missing.format(key))
+        item.used = time.monotonic()
+        return item
 
     # Jobs ----------------------------------------------------------------------------------
 
@@ -210,12 +215,7 @@ class Workspace:
         return job
 
     def job(self, job_id: str) -> Job:
-        with self._lock:
-            job = self.jobs.get(job_id)
-        if job is None:
-            raise UnknownItem(f"no job {job_id!r} on this server (expired or downloaded)")
-        job.used = time.monotonic()
-        return job
+        return self._lookup(self.jobs, job_id, "no job {!r} on this server (expired or downloaded)")
 
     def download(self, job: Job, what: str) -> Path:
         """The file of a finished job; once both have been fetched the job's files go."""
