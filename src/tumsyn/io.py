@@ -99,21 +99,6 @@ class Volume:
     def voxel_size(self) -> tuple[float, float, float]:
         return voxel_sizes(self.affine)
 
-    def box(self, start: Sequence[int], shape: Sequence[int]) -> Grid:
-        """The grid of ``shape`` voxels starting at voxel ``start`` of this one (a crop, a
-        patch; it may reach outside this grid)."""
-        affine = self.affine.copy()
-        affine[:3, 3] += self.affine[:3, :3] @ np.asarray(start, dtype=float)
-        return Grid(tuple(int(n) for n in shape), affine)
-
-    def extent_in(self, other: Grid) -> tuple[np.ndarray, np.ndarray]:
-        """The lowest and highest (continuous) voxel coordinates of ``other`` that this grid's
-        field of view reaches: its eight outer corners mapped into ``other``."""
-        corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in self.shape]))).T
-        to_other = np.linalg.inv(other.affine) @ self.affine
-        voxels = to_other[:3, :3] @ corners + to_other[:3, 3:4]
-        return voxels.min(axis=1), voxels.max(axis=1)
-
     @property
     def orientation(self) -> str:
         """Axis codes such as ``"RAS"`` or ``"LPI"``: where each array axis points."""
