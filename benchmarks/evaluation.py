@@ -66,12 +66,14 @@ def prepared_suite(args: argparse.Namespace) -> tuple[SuiteConfig, SuiteModels, 
     return suite, prepare_models(suite, workdir, progress=not args.quiet), workdir
 
 
-def model_methods(models: dict[str, Path], workdir: Path, suite: SuiteConfig,
+def model_methods(models: dict[str, Path], workdir: Path, patch_size: int,
                   names: dict[str, str] | None = None) -> dict[str, Method]:  # fmt: skip
-    """A synthesis method per model, predictions cached under ``workdir/predictions/MODEL``."""
+    """A synthesis method per model (named ``names[key]``, else the key), its predictions cached
+    under ``workdir/predictions/KEY`` (two runs' checkpoints are both model.safetensors, so the
+    key, not the file name, tells them apart)."""
     return {
         (names or {}).get(key, key): model_method(
-            path, workdir / "predictions" / key, suite.evaluation.patch_size
+            path, workdir / "predictions" / re.sub(r"[^\w.-]+", "-", key), patch_size
         )
         for key, path in models.items()
     }
@@ -81,7 +83,9 @@ def conditioner_and_baseline_methods(
     suite: SuiteConfig, models: SuiteModels, workdir: Path
 ) -> dict[str, Method]:
     return {
-        **model_methods(models.conditioners, workdir, suite, CONDITIONER_METHODS),
+        **model_methods(
+            models.conditioners, workdir, suite.evaluation.patch_size, CONDITIONER_METHODS
+        ),
         **BASELINES,
     }
 
@@ -176,26 +180,13 @@ def _own_data(args: argparse.Namespace) -> tuple[list, dict[str, Method], int, i
     models = given_models(args) or {"tumsyn-tiny (bundled)": bundled_checkpoint_path()}
     tasks = [tuple(t.split(":", 1)) for t in args.tasks] if args.tasks else list(PAPER_TASKS)
     workdir = args.workdir or ROOT / "runs" / "eval-own-data"
-    methods = checkpoint_methods(models, workdir, args.patch_size)
+    methods = model_methods(models, workdir, args.patch_size)
     return task_cases(args.data, tasks), {**methods, **BASELINES}, len(tasks), 0
 
 
 def given_models(args: argparse.Namespace) -> dict[str, Path]:
     """``--model NAME=CHECKPOINT`` arguments as a mapping."""
     return {name: Path(path) for name, path in (item.split("=", 1) for item in args.model or [])}
-
-
-def checkpoint_methods(
-    models: dict[str, Path], workdir: Path, patch_size: int
-) -> dict[str, Method]:
-    """A method per pipeline checkpoint, its predictions cached under the method's name (two
-    runs' checkpoints are both called model.safetensors)."""
-    return {
-        name: model_method(
-            path, workdir / "predictions" / re.sub(r"[^\w.-]+", "-", name), patch_size
-        )
-        for name, path in models.items()
-    }
 
 
 def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str) -> dict:
@@ -216,7 +207,7 @@ def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str)
     else:
         suite, models, workdir = prepared_suite(args)
         methods = conditioner_and_baseline_methods(suite, models, workdir)
-        methods |= checkpoint_methods(given_models(args), workdir, suite.evaluation.patch_size)
+        methods |= model_methods(given_models(args), workdir, suite.evaluation.patch_size)
         cases = task_cases(models.cohorts[split], suite.tasks, suite.evaluation.max_cases)
         task_count, slices = len(suite.tasks), suite.evaluation.slices
         seed, where = suite.evaluation.seed, f"{split} split"

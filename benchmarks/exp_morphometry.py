@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> dict:
     add_suite_arguments(parser)
     args = parser.parse_args(argv)
     suite, models, workdir = prepared_suite(args)
-    methods = model_methods(models.conditioners, workdir, suite, CONDITIONER_METHODS)
+    methods = model_methods(
+        models.conditioners, workdir, suite.evaluation.patch_size, CONDITIONER_METHODS
+    )
     tasks = [task for task in suite.tasks if task[1] == "T1w"]
     cases = task_cases(models.cohorts["internal"], tasks, suite.evaluation.max_cases)
     rows = []

@@ -32,12 +32,13 @@ def main(argv: list[str] | None = None) -> dict:
     add_suite_arguments(parser)
     args = parser.parse_args(argv)
     suite, models, workdir = prepared_suite(args)
-    universal = model_methods({"bmlip": models.conditioners["bmlip"]}, workdir, suite,
+    patch_size = suite.evaluation.patch_size
+    universal = model_methods({"bmlip": models.conditioners["bmlip"]}, workdir, patch_size,
                               CONDITIONER_METHODS)  # fmt: skip
     rows = []
     for task in suite.task_specific:
         name = f"{task[0]}->{task[1]}"
-        specific = model_methods({name: models.task_specific[name]}, workdir, suite,
+        specific = model_methods({name: models.task_specific[name]}, workdir, patch_size,
                                  {name: "task-specific"})  # fmt: skip
         cases = task_cases(models.cohorts["internal"], [task], suite.evaluation.max_cases)
         methods = {**universal, **specific, "copy source": BASELINES["copy source"]}
