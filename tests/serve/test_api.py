@@ -86,6 +86,13 @@ def test_a_bad_upload_gets_one_line_and_leaves_nothing(client, workspace, body, 
     assert _files(workspace) == []
 
 
+def test_an_upload_without_a_declared_size_is_stopped_at_the_limit(client, workspace) -> None:
+    chunks = (bytes(1 << 20) for _ in range(6))  # sent chunked: no Content-Length to refuse early
+    answer = client.post("/api/sources/upload", params={"name": "big_T1w.nii"}, content=chunks)
+    assert answer.status_code == 413 and "upload limit of 4 MiB" in answer.json()["error"]
+    assert _files(workspace) == []
+
+
 def test_the_example_and_a_simulated_subject_are_sources(client) -> None:
     example = client.post("/api/sources/example").json()
     assert example["name"] == "sub-icbm152_T1w.nii.gz" and example["shape"] == [79, 97, 81]

@@ -20,10 +20,11 @@ User errors answer 400 (413 for an upload over the limit, 404 for an unknown or 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -123,15 +124,10 @@ def create_app(synthesizer: Synthesizer, workspace: Workspace) -> FastAPI:
 
     @app.post("/api/sources/upload")
     async def upload(request: Request, name: str) -> dict[str, Any]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > workspace.max_upload_bytes:
-            raise UploadTooLarge(
-                f"{Path(name).name}: larger than this server's upload limit of "
-                f"{workspace.max_upload_bytes // 2**20} MiB (tumsyn serve --max-upload-mb)"
-            )
-        chunks = [chunk async for chunk in _limited(request.stream(), workspace.max_upload_bytes)]
-        source = await run_in_threadpool(workspace.add_upload, chunks, name)
-        return _source_facts(source)
+        workspace.check_upload_size(int(request.headers.get("content-length") or 0), name)
+        # Written to disk as it arrives, in a worker thread that pulls each chunk from the loop.
+        chunks = _blocking_chunks(request.stream())
+        return _source_facts(await run_in_threadpool(workspace.add_upload, chunks, name))
 
     @app.post("/api/sources/example")
     def example() -> dict[str, Any]:
@@ -225,13 +221,13 @@ def _source_facts(source: Source) -> dict[str, Any]:
             "url": f"/api/sources/{source.id}/image.nii.gz"}  # fmt: skip
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks, stopping one chunk past ``limit`` (the workspace then refuses)."""
-    size = 0
-    async for chunk in stream:
-        size += len(chunk)
-        yield chunk
-        if size > limit:
+def _blocking_chunks(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """An async body stream as a plain iterator, for a worker thread of the event loop's."""
+    chunks = stream.__aiter__()
+    while True:
+        try:
+            yield anyio.from_thread.run(chunks.__anext__)
+        except StopAsyncIteration:
             return
 
 
@@ -239,21 +235,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     def answer(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message.splitlines()[0] if message else "error"}, status)
 
-    @app.exception_handler(UnknownItem)
-    async def unknown(request: Request, error: UnknownItem) -> JSONResponse:
-        return answer(404, str(error))
-
-    @app.exception_handler(UploadTooLarge)
-    async def too_large(request: Request, error: UploadTooLarge) -> JSONResponse:
-        return answer(413, str(error))
-
-    @app.exception_handler(TumsynError)
-    async def user_error(request: Request, error: TumsynError) -> JSONResponse:
-        return answer(400, str(error))
-
-    @app.exception_handler(IndexError)
-    async def outside(request: Request, error: IndexError) -> JSONResponse:
-        return answer(400, str(error))
+    # The most specific class first: UnknownItem and UploadTooLarge are TumsynErrors too.
+    for kind, status in ((UnknownItem, 404), (UploadTooLarge, 413), (TumsynError, 400),
+                         (IndexError, 400)):  # fmt: skip
+        app.add_exception_handler(
+            kind, lambda request, error, status=status: answer(status, str(error))
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:

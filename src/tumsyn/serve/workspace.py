@@ -96,6 +96,11 @@ class Job:
         }
 
 
+def _display_name(name: str) -> str:
+    """The last part of an uploaded file's name, only ever shown (never a path here)."""
+    return Path(name.replace("\\", "/")).name or "upload.nii.gz"
+
+
 def output_name(source_name: str, modality: str) -> str:
     """``sub-01_T1w.nii.gz`` -> ``sub-01_FLAIR``: the source's entities with the new suffix."""
     stem = re.sub(r"\.nii(\.gz)?$", "", source_name, flags=re.I)
@@ -148,7 +153,7 @@ class Workspace:
 
     def add_upload(self, chunks: Iterable[bytes], name: str) -> Source:
         """An uploaded NIfTI, written as it arrives and refused past the size limit."""
-        display = Path(name.replace("\\", "/")).name or "upload.nii.gz"
+        display = _display_name(name)
         suffix = ".nii.gz" if display.lower().endswith(".nii.gz") else ".nii"
         if not display.lower().endswith((".nii", ".nii.gz")):
             raise TumsynError(f"{display}: expected a NIfTI image (.nii or .nii.gz)")
@@ -160,12 +165,17 @@ class Workspace:
                 if size > self.max_upload_bytes:
                     handle.close()
                     path.unlink(missing_ok=True)
-                    raise UploadTooLarge(
-                        f"{display}: larger than this server's upload limit of "
-                        f"{self.max_upload_bytes // 2**20} MiB (tumsyn serve --max-upload-mb)"
-                    )
+                    self.check_upload_size(size, display)
                 handle.write(chunk)
         return self.add_file(path, display)
+
+    def check_upload_size(self, size: int, name: str) -> None:
+        """Refuse an upload of ``size`` bytes over the limit (``UploadTooLarge``)."""
+        if size > self.max_upload_bytes:
+            raise UploadTooLarge(
+                f"{_display_name(name)}: larger than this server's upload "
+                f"limit of {self.max_upload_bytes // 2**20} MiB (tumsyn serve --max-upload-mb)"
+            )
 
     def add_copy(self, original: Path, name: str) -> Source:
         """A copy of a file the server itself chose (the bundled example)."""
