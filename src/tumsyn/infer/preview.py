@@ -44,9 +44,7 @@ class FeatureCache:
         self.hits = self.misses = 0
 
     def __call__(self, patches: torch.Tensor) -> torch.Tensor:
-        keys = [
-            hashlib.blake2b(p.cpu().numpy().tobytes(), digest_size=16).digest() for p in patches
-        ]
+        keys = [_digest(patch) for patch in patches]
         found = {n: self._kept[key] for n, key in enumerate(keys) if key in self._kept}
         for n in found:
             self._kept.move_to_end(keys[n])
