@@ -189,7 +189,7 @@ def create_app(synthesizer: Synthesizer, workspace: Workspace) -> FastAPI:
 
 def _metadata(synthesizer: Synthesizer, target: Target, source: Source | None) -> ImagingMetadata:
     """The complete target: the modality's default protocol, the form's fields on top, and the
-    source's voxel size unless the form gives one."""
+    source's voxel size (1 mm without a source) unless the form gives one."""
     fields = target.model_dump(exclude={"modality"}, exclude_none=True)
     voxel_size = None if source is None else source.volume.voxel_size
     if voxel_size is None and "voxel_size" not in fields:
