@@ -175,9 +175,9 @@ def add_own_data_arguments(parser: argparse.ArgumentParser) -> None:
 def _own_data(args: argparse.Namespace) -> tuple[list, dict[str, Method], int, int]:
     """Cases and methods for ``--data``: the given pipelines and the baselines."""
     from tumsyn.evaluate.experiments import task_cases
-    from tumsyn.infer.loading import bundled_checkpoint_path
+    from tumsyn.infer.loading import BUNDLED_CHECKPOINT, bundled_checkpoint_path
 
-    models = given_models(args) or {"tumsyn-tiny (bundled)": bundled_checkpoint_path()}
+    models = given_models(args) or {f"{BUNDLED_CHECKPOINT} (bundled)": bundled_checkpoint_path()}
     tasks = [tuple(t.split(":", 1)) for t in args.tasks] if args.tasks else list(PAPER_TASKS)
     workdir = args.workdir or ROOT / "runs" / "eval-own-data"
     methods = model_methods(models, workdir, args.patch_size)

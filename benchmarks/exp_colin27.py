@@ -2,6 +2,7 @@
 
     make colin27    # once: Colin27 from Debian's mricron-data package into data/colin27/
     .venv/bin/python benchmarks/exp_colin27.py [--checkpoint CKPT] [--sizes 1 2] [--montage]
+    .venv/bin/python benchmarks/exp_colin27.py --input example    # the bundled 2 mm MNI152 T1w
 
 Colin27 (``ch2bet.nii.gz``: one subject scanned 27 times and averaged, brain-extracted, 1 mm;
 Holmes CJ et al., J Comput Assist Tomogr 22:324, 1998) is a real T1w that no tumsyn model was
@@ -17,6 +18,8 @@ Debian package, licence in data/colin27/copyright). The script:
    family (``tumsyn.simulate.contrast``: the textbook ordering, and the range).
 
 Writes benchmarks/results/colin27.json and, with ``--montage``, docs/figures/colin27_montage.png.
+``--input example`` runs the same check on the bundled example (the real-derived MNI152 2009a T1w,
+brain-extracted, 2 mm; segmented the same way) into benchmarks/results/example_contrast.json.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from common import report
 from tumsyn import Synthesizer
 from tumsyn.evaluate.metrics import tissue_means
 from tumsyn.evaluate.morphometry import LABELS, segment_tissues
+from tumsyn.examples import example_t1w
 from tumsyn.io import Grid, load_nifti
 from tumsyn.metadata import MODALITIES, default_protocol
 from tumsyn.simulate.acquisition import acquire
@@ -79,16 +83,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="pipeline (default: bundled)")
     parser.add_argument("--sizes", nargs="+", type=float, default=[1.0, 2.0], help="output mm")
-    parser.add_argument("--input", type=Path, default=COLIN, help="a brain-extracted T1w")
+    parser.add_argument(
+        "--input", default=str(COLIN), help="a brain-extracted T1w, or `example` (bundled)"
+    )
     parser.add_argument("--montage", action="store_true", help=f"write {MONTAGE.name}")
     args = parser.parse_args(argv)
+    is_example = args.input == "example"
+    if is_example and args.montage:
+        parser.error(f"--montage draws {MONTAGE.name}, of Colin27 only")
+    args.input = example_t1w() if is_example else Path(args.input)
     if not args.input.is_file():
         sys.exit(f"exp_colin27: {args.input} is missing; run `make colin27` first")
     volume = load_nifti(args.input)
     colin = Grid(volume.data.shape, volume.affine)
     brain = volume.data > 0
-    labels = segment_tissues(volume.data, brain, "T1w", spacing=(1.0, 1.0, 1.0))
-    pure = pure_classes(labels, brain, 1.0)
+    labels = segment_tissues(volume.data, brain, "T1w", spacing=volume.voxel_size)
+    pure = pure_classes(labels, brain, min(volume.voxel_size))
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint)
     rows, shown = [], [("T1w (real)", volume.data, volume.affine)]
     source = {"T1w (real)": ratios_on(volume.data, colin, pure, colin)}
@@ -107,12 +117,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if size == args.sizes[0]:
                 shown.append((modality, np.asarray(output.dataobj), output.affine))
     name = args.checkpoint or "the bundled model"
-    caption = (f"Colin27 real T1w (pure-tissue GM/WM {source['T1w (real)']['GM/WM']:.2f}, CSF/WM "
+    subject = "The bundled example (MNI152 2009a T1w, 2 mm)" if is_example else "Colin27 real T1w"
+    caption = (f"{subject} (pure-tissue GM/WM {source['T1w (real)']['GM/WM']:.2f}, CSF/WM "
                f"{source['T1w (real)']['CSF/WM']:.2f}) -> every contrast with {name}")  # fmt: skip
-    command = "python benchmarks/exp_colin27.py" + (
+    command = "python benchmarks/exp_colin27.py" + (" --input example" if is_example else "") + (
         f" --checkpoint {args.checkpoint}" if args.checkpoint else ""
     )
-    report("colin27", rows, {"command": command, "caption": caption})
+    report("example_contrast" if is_example else "colin27", rows,
+           {"command": command, "caption": caption})  # fmt: skip
     failures = sum(not row["check"].startswith("ordering ok") for row in rows)
     print(f"{len(rows) - failures} of {len(rows)} outputs have the textbook ordering")
     if args.montage:

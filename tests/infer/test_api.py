@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import tumsyn
-from tumsyn.errors import ConfigError, OptionError
+from tumsyn.errors import ConfigError, InputFileError, OptionError
 from tumsyn.examples import example_t1w
+from tumsyn.infer.loading import BUNDLED_CHECKPOINTS, read_pipeline_metadata
 from tumsyn.io import Grid, target_grid
 
 README = Path(__file__).parents[2] / "README.md"
@@ -135,6 +136,14 @@ def test_with_options_keeps_the_model_and_the_device(synth) -> None:
     assert synth.options.patch_size == 32  # the original is unchanged
     with pytest.raises(ConfigError, match="device is chosen when the model is loaded"):
         synth.with_options(device="cpu")
+
+def test_bundled_models_are_chosen_by_name(synth) -> None:
+    assert synth.name == BUNDLED_CHECKPOINTS[0] == "tumsyn-v2"  # the default
+    for name in BUNDLED_CHECKPOINTS:  # a name (str or, from a CLI, Path) finds its own file
+        assert read_pipeline_metadata(Path(name))["extra"]["name"] == name
+    with pytest.raises(InputFileError):
+        read_pipeline_metadata("tumsyn-v3")  # any other name is a path, and there is none
+
 
 
 def test_importing_tumsyn_does_no_work() -> None:

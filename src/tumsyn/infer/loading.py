@@ -9,32 +9,49 @@ from pathlib import Path
 from tumsyn.errors import ConfigError
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
-__all__ = ["BUNDLED_CHECKPOINT", "bundled_checkpoint_path", "model_name", "read_pipeline_metadata"]
+__all__ = [
+    "BUNDLED_CHECKPOINT",
+    "BUNDLED_CHECKPOINTS",
+    "bundled_checkpoint_path",
+    "checkpoint_path",
+    "model_name",
+    "read_pipeline_metadata",
+]
 
-BUNDLED_CHECKPOINT = "tumsyn-tiny"
+# The models shipped inside the package, the default first. tumsyn-tiny is model v1 (the 2 mm
+# cohort only), kept so that its numbers stay reproducible and scripts that named it keep working.
+BUNDLED_CHECKPOINTS = ("tumsyn-v2", "tumsyn-tiny")
+BUNDLED_CHECKPOINT = BUNDLED_CHECKPOINTS[0]
 
 
-def bundled_checkpoint_path() -> Path:
-    """The model shipped inside the package."""
-    return Path(
-        str(resources.files("tumsyn") / "checkpoints" / f"{BUNDLED_CHECKPOINT}.safetensors")
-    )
+def bundled_checkpoint_path(name: str = BUNDLED_CHECKPOINT) -> Path:
+    """A model shipped inside the package (default: the default model)."""
+    return Path(str(resources.files("tumsyn") / "checkpoints" / f"{name}.safetensors"))
+
+
+def checkpoint_path(checkpoint: str | os.PathLike | None) -> Path:
+    """The file of ``checkpoint``: ``None`` is the default model, a bundled name its file, anything
+    else a path."""
+    if checkpoint is None:
+        return bundled_checkpoint_path()
+    if os.fspath(checkpoint) in BUNDLED_CHECKPOINTS:
+        return bundled_checkpoint_path(os.fspath(checkpoint))
+    return Path(checkpoint)
 
 
 def read_pipeline_metadata(checkpoint: str | os.PathLike | None) -> dict:
     """What a pipeline checkpoint records (header only, no weights), with its ``path``.
 
     Args:
-        checkpoint: a ``.safetensors`` path, or ``None`` / ``"tumsyn-tiny"`` for the bundled model.
+        checkpoint: a ``.safetensors`` path, a bundled model's name (``BUNDLED_CHECKPOINTS``), or
+            ``None`` for the default model.
 
     Raises:
         InputFileError: no such checkpoint.
         ConfigError: not a safetensors checkpoint, or not a pipeline (text encoder + synthesis
             network).
     """
-    path = (
-        bundled_checkpoint_path() if checkpoint in (None, BUNDLED_CHECKPOINT) else Path(checkpoint)
-    )
+    path = checkpoint_path(checkpoint)
     meta = read_checkpoint_metadata(path)
     if meta["spec"]["name"] != "pipeline":
         raise ConfigError(

@@ -88,11 +88,12 @@ class Synthesizer:
         options: SynthesisOptions | None = None,
         **option_values: Any,
     ) -> Synthesizer:
-        """Load a pipeline checkpoint (default: the bundled ``tumsyn-tiny``).
+        """Load a pipeline checkpoint (default: the bundled ``tumsyn-v2``).
 
         Args:
             checkpoint: a ``.safetensors`` pipeline (``tumsyn convert-official`` makes one of the
-                official weights), or ``None`` for the bundled model.
+                official weights), a bundled model's name (``"tumsyn-v2"``, or ``"tumsyn-tiny"``
+                for model v1), or ``None`` for the default.
             options: the settings, or give them as keywords (``device="cpu"``, ``patch_size=48``);
                 they are validated before the checkpoint is read.
 

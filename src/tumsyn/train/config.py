@@ -17,6 +17,7 @@ from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validato
 
 from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
+from tumsyn.infer.loading import BUNDLED_CHECKPOINTS
 from tumsyn.metadata import canonical_modality
 from tumsyn.metadata.augment import PromptAugmentation
 from tumsyn.simulate.randomize import InputRandomizer
@@ -102,6 +103,9 @@ class SynthesisTrainConfig(_TrainConfig):
     # metadata, sentence. The model's text_dim is set to the conditioner's feature size.
     conditioner: Literal["bmlip", "untrained", "onehot", "metadata", "sentence"] = "bmlip"
     text_encoder: str | None = None  # stage-1 checkpoint (tumsyn .safetensors): bmlip, untrained
+    # Fine-tuning: start from the synthesis network of this checkpoint (a stage-2 run's
+    # model.safetensors, a pipeline, or a bundled model's name); the optimizer starts afresh.
+    init: str | None = None
     # Ordered (source, target) modality pairs to train on; empty: every pair of a subject's images.
     # One pair makes a task-specific model (the paper's SC-GAN role).
     tasks: tuple[tuple[str, str], ...] = ()
@@ -157,8 +161,8 @@ def load_train_config(
         (".yaml", ".yml")
     ):
         generator["targets"] = _resolve(generator["targets"], folder)
-    for key in ("out", "text_encoder"):
-        if isinstance(content.get(key), str):
+    for key in ("out", "text_encoder", "init"):
+        if isinstance(content.get(key), str) and content[key] not in BUNDLED_CHECKPOINTS:
             content[key] = _resolve(content[key], folder)
     model = content.get("model")
     if isinstance(model, str) and model.endswith((".yaml", ".yml")):

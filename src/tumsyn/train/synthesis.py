@@ -31,15 +31,23 @@ from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
 from tumsyn.infer.coverage import coverage_from_prompts
 from tumsyn.metadata import parse_prompt, prompt_without_subject
-from tumsyn.models import BMLIP, build, load_checkpoint, load_config, make_pipeline
+from tumsyn.infer.loading import checkpoint_path
+from tumsyn.models import (
+    BMLIP,
+    SynthesisNetwork,
+    build,
+    load_checkpoint,
+    load_config,
+    make_pipeline,
+)
 from tumsyn.models.conditioners import site_label
 from tumsyn.models.liif import sample_grid
-from tumsyn.models.pipeline import text_tower_spec
+from tumsyn.models.pipeline import SynthesisPipeline, text_tower_spec
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.loop import Stage, run_records, train
 from tumsyn.train.sampling import EpochShuffle
 
-__all__ = ["PromptFeatures", "make_conditioner", "task_pairs", "train_synthesis"]
+__all__ = ["PromptFeatures", "initial_weights", "make_conditioner", "task_pairs", "train_synthesis"]
 
 
 class PromptFeatures:
@@ -88,6 +96,21 @@ def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> 
         sites = {site_label(parse_prompt(prompt)) for prompt in train_prompts}
         args["sites"] = sorted(site for site in sites if site is not None)
     return build({"name": kind, "args": args})
+
+
+def initial_weights(model: SynthesisNetwork, checkpoint: str) -> None:
+    """Copy the synthesis network of ``checkpoint`` (a stage-2 checkpoint, a pipeline or a
+    bundled model's name) into ``model``, which must have the same architecture."""
+    loaded = load_checkpoint(checkpoint_path(checkpoint))
+    network = loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded
+    if not isinstance(network, SynthesisNetwork):
+        raise ConfigError(f"init: {checkpoint} holds no synthesis network (stage 2 or pipeline)")
+    if network.spec != model.spec:
+        raise ConfigError(
+            f"init: {checkpoint} holds a different architecture than this run's model: "
+            f"expected {model.spec['args']}, found {network.spec['args']}"
+        )
+    model.load_state_dict(network.state_dict())
 
 
 def _network_spec(config: SynthesisTrainConfig, conditioner: nn.Module) -> dict:
@@ -242,6 +265,8 @@ def train_synthesis(
     conditioner = make_conditioner(config, data.target_prompts)
     torch.manual_seed(config.seed)
     model = build(_network_spec(config, conditioner))
+    if config.init is not None:
+        initial_weights(model, config.init)
     features = _encoder(conditioner, data, pooled=model.pooled_text, device=world.device)
     global_batch = config.batch_size * world.size
     batches = EpochShuffle(len(data.dataset), global_batch, seed=config.seed)
