@@ -5,7 +5,7 @@ patches, and the whole-volume scheme against the official one.
 
 Each timed case runs in a fresh process, so its peak RSS is its own:
 
-- the bundled default checkpoint (tumsyn-v2) on a whole 1 mm brain: the MNI152 2009a T1 template from
+- the bundled default checkpoint on a whole 1 mm brain: the MNI152 2009a T1 template from
   the nilearn wheel on the 182 x 218 x 182 grid, output at 1 mm and at 0.5 mm (2x upsampling),
   end to end (read, load the model, synthesize, write), with the default patch settings;
 - official-synth and tumsyn-base (random weights: speed does not depend on them) on one 32^3 and
@@ -249,8 +249,8 @@ def main() -> None:
     if args.child:
         _child(args.child)
         return
-    cases = [(f"{BUNDLED_CHECKPOINT}, whole brain 182x218x182, 1 mm -> 1 mm", "brain:1.0"),
-             (f"{BUNDLED_CHECKPOINT}, whole brain 182x218x182, 1 mm -> 0.5 mm", "brain:0.5")]  # fmt: skip
+    brain = f"{BUNDLED_CHECKPOINT}, whole brain 182x218x182, 1 mm ->"
+    cases = [(f"{brain} 1 mm", "brain:1.0"), (f"{brain} 0.5 mm", "brain:0.5")]
     if not args.skip_paper:
         for config in ("official-synth", "tumsyn-base"):
             for size in (32, 64):

@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     subject = "The bundled example (MNI152 2009a T1w, 2 mm)" if is_example else "Colin27 real T1w"
     caption = (f"{subject} (pure-tissue GM/WM {source['T1w (real)']['GM/WM']:.2f}, CSF/WM "
                f"{source['T1w (real)']['CSF/WM']:.2f}) -> every contrast with {name}")  # fmt: skip
-    command = "python benchmarks/exp_colin27.py" + (" --input example" if is_example else "") + (
-        f" --checkpoint {args.checkpoint}" if args.checkpoint else ""
+    command = (
+        "python benchmarks/exp_colin27.py"
+        + (" --input example" if is_example else "")
+        + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
     )
     report("example_contrast" if is_example else "colin27", rows,
            {"command": command, "caption": caption})  # fmt: skip

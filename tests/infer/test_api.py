@@ -137,13 +137,13 @@ def test_with_options_keeps_the_model_and_the_device(synth) -> None:
     with pytest.raises(ConfigError, match="device is chosen when the model is loaded"):
         synth.with_options(device="cpu")
 
+
 def test_bundled_models_are_chosen_by_name(synth) -> None:
-    assert synth.name == BUNDLED_CHECKPOINTS[0] == "tumsyn-v2"  # the default
+    assert synth.name == BUNDLED_CHECKPOINTS[0] == "tumsyn-tiny"  # the default
     for name in BUNDLED_CHECKPOINTS:  # a name (str or, from a CLI, Path) finds its own file
         assert read_pipeline_metadata(Path(name))["extra"]["name"] == name
     with pytest.raises(InputFileError):
-        read_pipeline_metadata("tumsyn-v3")  # any other name is a path, and there is none
-
+        read_pipeline_metadata("tumsyn-v9")  # any other name is a path, and there is none
 
 
 def test_importing_tumsyn_does_no_work() -> None:

@@ -67,6 +67,26 @@ def test_stage2_with_subject_dropout_learns_prompts_without_age_and_sex(
     assert "age" not in coverage_from_prompts(prompts)["always_stated"]
 
 
+def test_stage2_fine_tunes_from_a_checkpoints_network(synth_config, tmp_path, capsys) -> None:
+    moving = {"optimizer": {"name": "adam", "lr": 1e-2}}
+    assert main(["train", str(synth_config(tmp_path, "base", **moving)), "--quiet"]) == 0
+    still = {"optimizer": {"name": "adam", "lr": 1e-12}}  # Adam moves each weight by about lr
+    base = tmp_path / "base" / "model.safetensors"
+    for name, settings in (("tuned", {"init": str(base), **still}), ("fresh", still)):
+        assert main(["train", str(synth_config(tmp_path, name, **settings)), "--quiet"]) == 0
+    weights = {name: dict(load_checkpoint(tmp_path / name / "model.safetensors").named_parameters())
+               for name in ("base", "tuned", "fresh")}  # fmt: skip
+    close = {name: all(torch.allclose(weights[name][key], value, atol=1e-6)
+                       for key, value in weights["base"].items())
+             for name in ("tuned", "fresh")}  # fmt: skip
+    assert close == {"tuned": True, "fresh": False}
+    # Another architecture is refused in one line, before any training.
+    other = synth_config(tmp_path, "other", init="tumsyn-tiny")
+    assert main(["train", str(other), "--quiet"]) == 2
+    assert "holds a different architecture" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "model.safetensors").exists()
+
+
 def test_resume_continues_exactly(synth_config, steps, tmp_path) -> None:
     whole = run(synth_config(tmp_path, "whole"), "synthesis", progress=False)
     config = synth_config(tmp_path, "resumed")

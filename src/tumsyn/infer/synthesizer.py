@@ -88,12 +88,12 @@ class Synthesizer:
         options: SynthesisOptions | None = None,
         **option_values: Any,
     ) -> Synthesizer:
-        """Load a pipeline checkpoint (default: the bundled ``tumsyn-v2``).
+        """Load a pipeline checkpoint (default: the bundled ``tumsyn-tiny``).
 
         Args:
             checkpoint: a ``.safetensors`` pipeline (``tumsyn convert-official`` makes one of the
-                official weights), a bundled model's name (``"tumsyn-v2"``, or ``"tumsyn-tiny"``
-                for model v1), or ``None`` for the default.
+                official weights), a bundled model's name (``BUNDLED_CHECKPOINTS``), or ``None``
+                for the default.
             options: the settings, or give them as keywords (``device="cpu"``, ``patch_size=48``);
                 they are validated before the checkpoint is read.
 

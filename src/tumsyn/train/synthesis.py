@@ -30,8 +30,8 @@ from tumsyn.data.generated import GeneratedPairs
 from tumsyn.distributed import World
 from tumsyn.errors import ConfigError
 from tumsyn.infer.coverage import coverage_from_prompts
-from tumsyn.metadata import parse_prompt, prompt_without_subject
 from tumsyn.infer.loading import checkpoint_path
+from tumsyn.metadata import parse_prompt, prompt_without_subject
 from tumsyn.models import (
     BMLIP,
     SynthesisNetwork,

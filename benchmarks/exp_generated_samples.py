@@ -1,0 +1,128 @@
+"""Does a model read its input's contrast? Checked on generated stage-2 samples, cheaply.
+
+    .venv/bin/python benchmarks/exp_generated_samples.py NAME=PIPELINE [NAME=PIPELINE ...]
+
+For each pipeline (a ``.safetensors`` path or a bundled model's name), on samples of the v2
+generator (``tumsyn.data.generated``: randomised inputs, exact targets) from two held-out
+virtual subjects:
+
+1. **L1 by input kind and target modality** on 48 samples (half physics inputs, half random
+   tissue intensities), beside the L1 of predicting each sample's own mean;
+2. **contrast transfer with an ideal input**: a noise-free 2 mm MPRAGE in, T2w, FLAIR and T1w
+   (default 3 T protocols, 2 mm) out, three patches each: the mean prediction in each quintile of
+   the target's brain values. A model that reads its input rises with the target across the
+   quintiles; a collapsed one is flat.
+
+Why it exists: whole-volume checks (``exp_colin27.py``) take minutes per model; this shows in one
+whether a training recipe has learned to map intensities or only the level of each contrast
+(docs/decisions.md, "Generated inputs alone do not train tumsyn-tiny").
+Writes benchmarks/results/generated_samples_l1.json and generated_samples_transfer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import report
+from tumsyn.data.generated import GeneratedPairs
+from tumsyn.infer.loading import checkpoint_path
+from tumsyn.metadata import default_protocol, load_protocols
+from tumsyn.models import load_checkpoint
+from tumsyn.simulate import CohortSettings, cohort_subject
+from tumsyn.simulate.randomize import InputDraw, InputRandomizer
+from tumsyn.simulate.render import ScanSettings
+
+SAMPLES, SUBJECT_SEED = 48, 7919  # the validation subjects' seed of a stage-2 run with seed 0
+QUINTILES = np.linspace(0.0, 1.0, 6)
+
+
+def _pairs(physics_probability: float, length: int, seed: int) -> GeneratedPairs:
+    settings = CohortSettings(2, seed=SUBJECT_SEED, enhancing_fraction=0.3)
+    subjects = [cohort_subject(settings, index) for index in (1, 2)]
+    targets = [protocol.metadata for protocol in load_protocols("library")]
+    inputs = InputRandomizer(physics_probability=physics_probability)
+    return GeneratedPairs(subjects, targets, inputs, patch_size=32, queries=8000, length=length,
+                          seed=seed)  # fmt: skip
+
+
+def _predict(pipeline, sample: dict) -> torch.Tensor:
+    with torch.no_grad():
+        predict = pipeline.predictor(sample["prompt"])
+        return predict(sample["source"][None], sample["coord"][None], sample["cell"][None])[0]
+
+
+def l1_rows(name: str, pipeline, samples: list) -> list[dict]:
+    """Mean L1 per input kind and target modality, and that of each sample's own mean."""
+    groups = defaultdict(list)
+    for parameters, sample in samples:
+        target = sample["target"]
+        error = float((_predict(pipeline, sample) - target).abs().mean())
+        own_mean = float((target - target.mean()).abs().mean())
+        kind = "physics input" if parameters.draw.protocol is not None else "random input"
+        for group in ("all", kind, f"target {parameters.target.modality}"):
+            groups[group].append((error, own_mean))
+    return [
+        {"model": name, "samples": group, "n": len(values),
+         "L1": round(float(np.mean([v[0] for v in values])), 4),
+         "L1 of own mean": round(float(np.mean([v[1] for v in values])), 4)}
+        for group, values in sorted(groups.items())
+    ]  # fmt: skip
+
+
+def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
+    """Mean prediction per target quintile (brain values) with an ideal MPRAGE input."""
+    mprage = default_protocol("T1w").metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+    ideal = InputDraw(protocol=mprage, signals=None, voxel_size=(2.0, 2.0, 2.0),
+                      scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
+                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+    rows = []
+    for modality in ("T2w", "FLAIR", "T1w"):
+        target = default_protocol(modality).metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+        for index in range(3):
+            sample = pairs.render(replace(pairs.parameters(index), draw=ideal, target=target))
+            truth = sample["target"][:, 0].numpy()
+            output = _predict(pipeline, sample)[:, 0].numpy()
+            brain = truth > 0.02
+            edges = np.quantile(truth[brain], QUINTILES)
+            means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
+                     for lo, hi in itertools.pairwise(edges)]  # fmt: skip
+            rows.append({
+                "model": name, "MPRAGE ->": modality, "patch": index,
+                "target quintile edges": " ".join(f"{e:.2f}" for e in edges),
+                "prediction per quintile": " ".join(f"{m:.2f}" for m in means),
+                "rise": round(float(means[-1] - means[0]), 3),
+            })  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", metavar="NAME=PIPELINE")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    pairs = _pairs(0.5, SAMPLES, seed=11)
+    samples = [(pairs.parameters(i), pairs[i]) for i in range(SAMPLES)]
+    ideal_pairs = _pairs(1.0, 3, seed=5)
+    tables = {"l1": [], "transfer": []}
+    for item in args.models:
+        name, _, path = item.partition("=")
+        pipeline = load_checkpoint(checkpoint_path(path or name)).eval()
+        tables["l1"] += l1_rows(name, pipeline, samples)
+        tables["transfer"] += transfer_rows(name, pipeline, ideal_pairs)
+    command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
+    for table, rows in tables.items():
+        report(f"generated_samples_{table}", rows, {"command": command})
+    return tables
+
+
+if __name__ == "__main__":
+    main()
