@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/package_release.py NAME STAGE1 STAGE2 OUT
     (scripts/train_release.sh: tumsyn-v2 runs/bmlip-v2/model.safetensors
-     runs/synth-v2/model.safetensors src/tumsyn/checkpoints/tumsyn-v2.safetensors)
+     runs/synth-v2/model.safetensors runs/tumsyn-v2.safetensors)
 
 Records the training coverage (from the stage-2 run's prompts), the validation metrics and the
 training steps in the file's metadata.

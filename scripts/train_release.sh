@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Train the shipped checkpoint (model v2, tumsyn-v2) from scratch on the CPU, in resumable pieces:
-# rerun the script after an interruption and every stage continues where it stopped.
+# Train the model v2 candidate (tumsyn-v2) on the CPU, in resumable pieces: rerun the script after
+# an interruption and every stage continues where it stopped. Not shipped: its runs so far lost
+# grey/white contrast (docs/decisions.md, "Generated inputs alone do not train tumsyn-tiny").
 #
 #   bash scripts/train_release.sh        # hours on 2 CPU cores; see the README's model card
 #
@@ -14,7 +15,8 @@
 # 4. plot the training curves (docs/figures/training_curves.png);
 # 5. bundle text tower + network into the shipped checkpoint (float16, with training coverage).
 # Outputs: runs/bmlip-v2/ and runs/synth-v2/ (model.safetensors, metrics.csv, state.pt).
-# Model v1 (tumsyn-tiny, 2 mm cohort only) came from configs/bmlip-tiny.yaml and synth-tiny.yaml.
+# Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
+# configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tumsyn=.venv/bin/tumsyn
@@ -32,4 +34,4 @@ train train configs/synth-v2.yaml runs/synth-v2
 .venv/bin/python scripts/plot_training.py runs/bmlip-v2/metrics.csv runs/synth-v2/metrics.csv \
     docs/figures/training_curves.png
 .venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2/model.safetensors \
-    runs/synth-v2/model.safetensors src/tumsyn/checkpoints/tumsyn-v2.safetensors
+    runs/synth-v2/model.safetensors runs/tumsyn-v2.safetensors

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tumsyn.data.generated import GeneratedPairs
+from tumsyn.errors import ConfigError
 from tumsyn.metadata import default_protocol, load_protocols, parse_prompt
 from tumsyn.models.liif import sample_grid
 from tumsyn.simulate import make_subject
@@ -61,3 +62,16 @@ def test_an_ideal_input_of_the_targets_protocol_shows_the_target(pairs: Generate
     inside = (sample["target"][:, 0] > 0.05) & (seen > 0.05)
     correlation = np.corrcoef(seen[inside].numpy(), sample["target"][inside, 0].numpy())[0, 1]
     assert inside.sum() > 100 and correlation > 0.98
+
+
+def test_input_modalities_keep_only_inputs_of_those_modalities() -> None:
+    targets = [p.metadata for p in load_protocols("library")]
+    only_t1 = GeneratedPairs([make_subject(1)], targets, InputRandomizer(),
+                             input_modalities=["T1w"], length=20, seed=3)  # fmt: skip
+    draws = [only_t1.parameters(i).draw for i in range(20)]
+    assert all(d.protocol is not None and d.protocol.modality == "T1w" for d in draws)
+    assert len({d.protocol.tr for d in draws}) == 20  # still random protocols
+    impossible = GeneratedPairs([make_subject(1)], targets, InputRandomizer(),
+                                input_modalities=["T1CE"], length=1)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"input_modalities \['T1CE'\]: no such input"):
+        impossible.parameters(0)

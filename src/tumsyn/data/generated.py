@@ -41,6 +41,7 @@ from tumsyn.simulate.sequences import signal
 __all__ = ["GeneratedPairs", "GeneratedParameters"]
 
 _PERCENTILES = (0.5, 99.5)  # as normalise_percentiles and inference
+_MAX_DRAWS = 1000  # input draws tried for one of ``input_modalities`` before giving up
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class GeneratedPairs(Dataset):
         target_voxel_size: (low, high) mm of the prompt's voxel size.
         anisotropic: probability that the three target axes get independent sizes.
         subject_dropout: probability that the prompt leaves out age and sex.
+        input_modalities: if given, every input is a physical protocol of one of these
+            modalities (draws of others are rejected): a model for, say, T1w inputs only.
         seed, length: base seed; samples per epoch.
     """
 
@@ -82,6 +85,7 @@ class GeneratedPairs(Dataset):
         target_voxel_size: tuple[float, float] = (0.7, 3.0),
         anisotropic: float = 0.3,
         subject_dropout: float = 0.0,
+        input_modalities: Sequence[str] = (),
         seed: int = 0,
         length: int = 1000,
     ) -> None:
@@ -92,6 +96,7 @@ class GeneratedPairs(Dataset):
         self.patch_size, self.queries = int(patch_size), int(queries)
         self.target_voxel_size = target_voxel_size
         self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
+        self.input_modalities = frozenset(input_modalities)
         self.seed, self.length = int(seed), int(length)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -115,7 +120,7 @@ class GeneratedPairs(Dataset):
             age=anatomy.parameters.age,
             sex=anatomy.parameters.sex,
         )
-        draw = self.randomizer.make_params(rng)
+        draw = self._draw_input(rng)
         brain = np.argwhere(anatomy.brain > 0.5)
         voxel = brain[int(rng.integers(len(brain)))]
         centre = anatomy.grid.affine[:3, :3] @ voxel + anatomy.grid.affine[:3, 3]
@@ -127,6 +132,20 @@ class GeneratedPairs(Dataset):
             centre_mm=tuple(float(c) for c in centre),
             query_seed=int(rng.integers(2**31)),
             without_subject=without,
+        )
+
+    def _draw_input(self, rng: np.random.Generator) -> InputDraw:
+        """A randomised input; with ``input_modalities``, the first draw of one of them."""
+        for _ in range(_MAX_DRAWS):
+            draw = self.randomizer.make_params(rng)
+            if not self.input_modalities or (
+                draw.protocol is not None and draw.protocol.modality in self.input_modalities
+            ):
+                return draw
+        raise ConfigError(
+            f"input_modalities {sorted(self.input_modalities)}: no such input in {_MAX_DRAWS} "
+            "draws; the randomizer's physical inputs are T1w, T2w, FLAIR, PD, T2star and SWI "
+            "(and physics_probability must be above 0)"
         )
 
     def _source(self, anatomy: Anatomy, p: GeneratedParameters) -> tuple[np.ndarray, Grid]:

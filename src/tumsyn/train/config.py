@@ -90,6 +90,13 @@ class GeneratorConfig(StrictConfig):
     samples_per_epoch: PositiveInt = 1000
     workers: int = 0  # DataLoader worker processes (rendering is the slow part)
     inputs: InputRandomizer = InputRandomizer()
+    # Only physical inputs of these modalities (e.g. [T1w]: a model for T1w scans); empty: any.
+    input_modalities: tuple[str, ...] = ()
+
+    @field_validator("input_modalities")
+    @classmethod
+    def _input_modalities(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(canonical_modality(m) for m in modalities)
 
 
 class SynthesisTrainConfig(_TrainConfig):

@@ -216,7 +216,8 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
 
     targets = [protocol.metadata for protocol in load_protocols(g.targets)]
     settings = {"patch_size": config.patch_size, "queries": config.queries,
-                "target_voxel_size": g.target_voxel_size, "anisotropic": g.anisotropic}  # fmt: skip
+                "target_voxel_size": g.target_voxel_size, "anisotropic": g.anisotropic,
+                "input_modalities": g.input_modalities}  # fmt: skip
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
                              length=g.samples_per_epoch, **settings)  # fmt: skip
