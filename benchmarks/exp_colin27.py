@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if size == args.sizes[0]:
                 shown.append((modality, np.asarray(output.dataobj), output.affine))
     name = args.checkpoint or "the bundled model"
-    subject = "The bundled example (MNI152 2009a T1w, 2 mm)" if is_example else "Colin27 real T1w"
+    subject = ("The bundled example (MNI152 2009a T1w, 2 mm)" if is_example
+               else "Colin27 real T1w" if args.input == COLIN else args.input.name)  # fmt: skip
     caption = (f"{subject} (pure-tissue GM/WM {source['T1w (real)']['GM/WM']:.2f}, CSF/WM "
                f"{source['T1w (real)']['CSF/WM']:.2f}) -> every contrast with {name}")  # fmt: skip
     command = (

@@ -168,9 +168,11 @@ def load_train_config(
         (".yaml", ".yml")
     ):
         generator["targets"] = _resolve(generator["targets"], folder)
-    for key in ("out", "text_encoder", "init"):
-        if isinstance(content.get(key), str) and content[key] not in BUNDLED_CHECKPOINTS:
+    for key in ("out", "text_encoder"):
+        if isinstance(content.get(key), str):
             content[key] = _resolve(content[key], folder)
+    if isinstance(content.get("init"), str) and content["init"] not in BUNDLED_CHECKPOINTS:
+        content["init"] = _resolve(content["init"], folder)  # a bundled name stays a name
     model = content.get("model")
     if isinstance(model, str) and model.endswith((".yaml", ".yml")):
         content["model"] = _resolve(model, folder)

@@ -203,6 +203,11 @@ def _cohort_data(config: SynthesisTrainConfig) -> _TrainingData:
     return _TrainingData(dataset, validation, targets, config.data.workers, prompts)
 
 
+def validation_subject_seed(seed: int) -> int:
+    """The cohort seed of a generated run's validation subjects (apart from its training ones)."""
+    return seed + 7919
+
+
 def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
     """Samples drawn from virtual subjects (``config.generator``); prompts as text."""
     from tumsyn.metadata import format_prompt, load_protocols
@@ -221,8 +226,8 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
                              length=g.samples_per_epoch, **settings)  # fmt: skip
-    held_out = GeneratedPairs(subjects(g.validation_subjects, config.seed + 7919), targets,
-                              g.inputs, seed=config.seed + 1,
+    validation_subjects = subjects(g.validation_subjects, validation_subject_seed(config.seed))
+    held_out = GeneratedPairs(validation_subjects, targets, g.inputs, seed=config.seed + 1,
                               length=config.validation_patches, **settings)  # fmt: skip
     validation = [held_out[i] for i in range(config.validation_patches)]
     sizes = g.target_voxel_size
