@@ -8,10 +8,12 @@ virtual subjects:
 
 1. **L1 by input kind and target modality** on 48 samples (half physics inputs, half random
    tissue intensities), beside the L1 of predicting each sample's own mean;
-2. **contrast transfer with an ideal input**: a noise-free 2 mm MPRAGE in, T2w, FLAIR and T1w
-   (default 3 T protocols, 2 mm) out, three patches each: the mean prediction in each quintile of
-   the target's brain values. A model that reads its input rises with the target across the
-   quintiles; a collapsed one is flat.
+2. **contrast transfer with an ideal input**: a noise-free 2 mm input of a default 3 T protocol
+   (MPRAGE, T2w, PD) in, another default protocol at 2 mm out (the directions of the held-out
+   real-scan check and FLAIR), three patches each: the mean prediction in each quintile of the
+   target's brain values. A model that reads its input rises with the target across the
+   quintiles; a collapsed one is flat; one that copies its input falls where the contrast
+   inverts (T2w -> T1w).
 
 Why it exists: whole-volume checks (``exp_colin27.py``) take minutes per model; this shows in one
 whether a training recipe has learned to map intensities or only the level of each contrast
@@ -44,6 +46,9 @@ from tumsyn.train.synthesis import validation_subject_seed
 
 SAMPLES = 48
 QUINTILES = np.linspace(0.0, 1.0, 6)
+THUMBNAIL = 32  # the input thumbnail of models with an input context (tumsyn.models.context)
+DIRECTIONS = (("T1w", "T2w"), ("T1w", "FLAIR"), ("T1w", "PD"), ("T1w", "T1w"),
+              ("T2w", "T1w"), ("PD", "T2w"), ("T2w", "FLAIR"))  # fmt: skip
 
 
 def _pairs(physics_probability: float, length: int, seed: int) -> GeneratedPairs:
@@ -53,12 +58,16 @@ def _pairs(physics_probability: float, length: int, seed: int) -> GeneratedPairs
     targets = [protocol.metadata for protocol in load_protocols("library")]
     inputs = InputRandomizer(physics_probability=physics_probability)
     return GeneratedPairs(subjects, targets, inputs, patch_size=32, queries=8000, length=length,
-                          seed=seed)  # fmt: skip
+                          seed=seed, context_size=THUMBNAIL)  # fmt: skip
 
 
 def _predict(pipeline, sample: dict) -> torch.Tensor:
+    size = pipeline.synth.context_size
+    if size not in (None, THUMBNAIL):
+        raise SystemExit(f"this benchmark renders {THUMBNAIL}^3 input thumbnails, not {size}^3")
+    thumbnail = None if size is None else sample["thumbnail"][0]
     with torch.no_grad():
-        predict = pipeline.predictor(sample["prompt"])
+        predict = pipeline.predictor(sample["prompt"], thumbnail=thumbnail)
         return predict(sample["source"][None], sample["coord"][None], sample["cell"][None])[0]
 
 
@@ -80,14 +89,19 @@ def l1_rows(name: str, pipeline, samples: list) -> list[dict]:
     ]  # fmt: skip
 
 
+def _ideal_input(modality: str) -> InputDraw:
+    """A noise-free 2 mm input of ``modality``'s default protocol, without any randomisation."""
+    protocol = default_protocol(modality).metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+    return InputDraw(protocol=protocol, signals=None, voxel_size=(2.0, 2.0, 2.0),
+                     scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
+                     gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+
+
 def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
-    """Mean prediction per target quintile (brain values) with an ideal MPRAGE input."""
-    mprage = default_protocol("T1w").metadata.replace(voxel_size=(2.0, 2.0, 2.0))
-    ideal = InputDraw(protocol=mprage, signals=None, voxel_size=(2.0, 2.0, 2.0),
-                      scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
-                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+    """Mean prediction per target quintile (brain values) with ideal inputs."""
     rows = []
-    for modality in ("T2w", "FLAIR", "T1w"):
+    for source, modality in DIRECTIONS:
+        ideal = _ideal_input(source)
         target = default_protocol(modality).metadata.replace(voxel_size=(2.0, 2.0, 2.0))
         for index in range(3):
             sample = pairs.render(replace(pairs.parameters(index), draw=ideal, target=target))
@@ -98,7 +112,7 @@ def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
             means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
                      for lo, hi in itertools.pairwise(edges)]  # fmt: skip
             rows.append({
-                "model": name, "MPRAGE ->": modality, "patch": index,
+                "model": name, "direction": f"{source} -> {modality}", "patch": index,
                 "target quintile edges": " ".join(f"{e:.2f}" for e in edges),
                 "prediction per quintile": " ".join(f"{m:.2f}" for m in means),
                 "rise": round(float(means[-1] - means[0]), 3),
