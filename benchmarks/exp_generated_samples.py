@@ -1,6 +1,6 @@
 """Does a model read its input's contrast? Checked on generated stage-2 samples, cheaply.
 
-    .venv/bin/python benchmarks/exp_generated_samples.py NAME=PIPELINE [NAME=PIPELINE ...]
+    .venv/bin/python benchmarks/exp_generated_samples.py NAME=PIPELINE [...] [--only TABLE]
 
 For each pipeline (a ``.safetensors`` path or a bundled model's name), on samples of the v2
 generator (``tumsyn.data.generated``: randomised inputs, exact targets) from two held-out
@@ -46,7 +46,6 @@ from tumsyn.train.synthesis import validation_subject_seed
 
 SAMPLES = 48
 QUINTILES = np.linspace(0.0, 1.0, 6)
-THUMBNAIL = 32  # the input thumbnail of models with an input context (tumsyn.models.context)
 DIRECTIONS = (("T1w", "T2w"), ("T1w", "FLAIR"), ("T1w", "PD"), ("T1w", "T1w"),
               ("T2w", "T1w"), ("PD", "T2w"), ("T2w", "FLAIR"))  # fmt: skip
 
@@ -58,16 +57,12 @@ def _pairs(physics_probability: float, length: int, seed: int) -> GeneratedPairs
     targets = [protocol.metadata for protocol in load_protocols("library")]
     inputs = InputRandomizer(physics_probability=physics_probability)
     return GeneratedPairs(subjects, targets, inputs, patch_size=32, queries=8000, length=length,
-                          seed=seed, context_size=THUMBNAIL)  # fmt: skip
+                          seed=seed)  # fmt: skip
 
 
 def _predict(pipeline, sample: dict) -> torch.Tensor:
-    size = pipeline.synth.context_size
-    if size not in (None, THUMBNAIL):
-        raise SystemExit(f"this benchmark renders {THUMBNAIL}^3 input thumbnails, not {size}^3")
-    thumbnail = None if size is None else sample["thumbnail"][0]
     with torch.no_grad():
-        predict = pipeline.predictor(sample["prompt"], thumbnail=thumbnail)
+        predict = pipeline.predictor(sample["prompt"])
         return predict(sample["source"][None], sample["coord"][None], sample["cell"][None])[0]
 
 
@@ -123,18 +118,23 @@ def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", metavar="NAME=PIPELINE")
+    parser.add_argument("--only", choices=("l1", "transfer"), help="compute one table only")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    pairs = _pairs(0.5, SAMPLES, seed=11)
-    samples = [(pairs.parameters(i), pairs[i]) for i in range(SAMPLES)]
+    tables = {name: [] for name in ("l1", "transfer") if args.only in (None, name)}
+    if "l1" in tables:
+        pairs = _pairs(0.5, SAMPLES, seed=11)
+        samples = [(pairs.parameters(i), pairs[i]) for i in range(SAMPLES)]
     ideal_pairs = _pairs(1.0, 3, seed=5)
-    tables = {"l1": [], "transfer": []}
     for item in args.models:
         name, _, path = item.partition("=")
         pipeline = load_checkpoint(checkpoint_path(path or name)).eval()
-        tables["l1"] += l1_rows(name, pipeline, samples)
-        tables["transfer"] += transfer_rows(name, pipeline, ideal_pairs)
+        if "l1" in tables:
+            tables["l1"] += l1_rows(name, pipeline, samples)
+        if "transfer" in tables:
+            tables["transfer"] += transfer_rows(name, pipeline, ideal_pairs)
     command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
+    command += f" --only {args.only}" if args.only else ""
     for table, rows in tables.items():
         report(f"generated_samples_{table}", rows, {"command": command})
     return tables

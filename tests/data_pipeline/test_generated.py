@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from tumsyn.data.generated import GeneratedPairs
-from tumsyn.data.volumes import input_thumbnail, normalise_percentiles
 from tumsyn.errors import ConfigError
 from tumsyn.metadata import default_protocol, load_protocols, parse_prompt
 from tumsyn.models.liif import sample_grid
 from tumsyn.simulate import make_subject
-from tumsyn.simulate.randomize import InputDraw, InputRandomizer, render_input
+from tumsyn.simulate.randomize import InputDraw, InputRandomizer
 from tumsyn.simulate.render import ScanSettings
 
 
@@ -76,23 +75,3 @@ def test_input_modalities_keep_only_inputs_of_those_modalities() -> None:
                                 input_modalities=["T1CE"], length=1)  # fmt: skip
     with pytest.raises(ConfigError, match=r"input_modalities \['T1CE'\]: no such input"):
         impossible.parameters(0)
-
-
-def test_with_a_context_size_each_sample_holds_its_whole_inputs_thumbnail(
-    pairs: GeneratedPairs,
-) -> None:
-    with_context = _with_context(pairs, 8)
-    parameters = with_context.parameters(1)
-    sample = with_context.render(parameters)
-    image, _ = render_input(with_context.anatomies[parameters.anatomy], parameters.draw)
-    expected = input_thumbnail(normalise_percentiles(image), 8)
-    assert sample["thumbnail"].shape == (1, 8, 8, 8)
-    np.testing.assert_array_equal(sample["thumbnail"][0].numpy(), expected)
-    assert torch.equal(sample["source"], pairs.render(parameters)["source"])  # all else the same
-    assert "thumbnail" not in pairs[1]
-
-
-def _with_context(pairs: GeneratedPairs, size: int) -> GeneratedPairs:
-    return GeneratedPairs(pairs.anatomies, pairs.targets, pairs.randomizer,
-                          patch_size=pairs.patch_size, queries=pairs.queries, length=len(pairs),
-                          seed=pairs.seed, context_size=size)  # fmt: skip

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TINY_SYNTH_SPEC
 from tumsyn.cli import main
 from tumsyn.data import index_bids
 from tumsyn.metadata import ImagingMetadata, format_prompt
@@ -94,13 +93,11 @@ def test_stage2_trains_on_generated_samples_at_any_voxel_size(
     synth_config, cohort: Path, tmp_path: Path
 ) -> None:
     """``generator:`` instead of ``data:``: randomised inputs and 0.7-3 mm targets drawn from
-    virtual subjects, for a network with an input context (as model v2); the pipeline's coverage
-    says so and synthesize runs it."""
+    virtual subjects; the pipeline's coverage says so and synthesize runs it."""
     generator = {"subjects": 1, "validation_subjects": 1, "samples_per_epoch": 4,
                  "targets": "default"}  # fmt: skip
-    spec = {**TINY_SYNTH_SPEC, "args": {**TINY_SYNTH_SPEC["args"], "context": {"size": 8}}}
     config = synth_config(tmp_path, "generated", data=None, generator=generator,
-                          conditioner="metadata", model=spec)  # fmt: skip
+                          conditioner="metadata")  # fmt: skip
     assert main(["train", str(config), "--quiet"]) == 0
     meta = read_checkpoint_metadata(tmp_path / "generated" / "pipeline.safetensors")
     assert meta["extra"]["coverage"]["voxel_size"] == [0.7, 3.0]

@@ -8,14 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from helpers import TINY_SYNTH_SPEC
-from tumsyn import Synthesizer
 from tumsyn.cli import main
-from tumsyn.data import index_bids
 from tumsyn.infer.coverage import coverage_from_prompts
 from tumsyn.metadata import prompt_without_subject
 from tumsyn.models import load_checkpoint
@@ -89,37 +85,6 @@ def test_stage2_fine_tunes_from_a_checkpoints_network(synth_config, tmp_path, ca
     assert main(["train", str(other), "--quiet"]) == 2
     assert "holds a different architecture" in capsys.readouterr().err
     assert not (tmp_path / "other" / "model.safetensors").exists()
-
-
-def test_an_input_context_is_added_to_a_trained_network(synth_config, cohort, tmp_path) -> None:
-    """``init`` from a network without context into one with: it keeps every weight, its new
-    context path starts at zero, so the exported pipeline synthesizes what the old one did
-    (reading each input's thumbnail on the way, from the data set and in synthesize)."""
-    assert main(["train", str(synth_config(tmp_path, "base")), "--quiet"]) == 0
-    base = tmp_path / "base" / "model.safetensors"
-    spec = {**TINY_SYNTH_SPEC, "args": {**TINY_SYNTH_SPEC["args"], "context": {"size": 8}}}
-    still = {"optimizer": {"name": "adam", "lr": 1e-12}}
-    config = synth_config(tmp_path, "context", model=spec, init=str(base), **still)
-    assert main(["train", str(config), "--quiet"]) == 0
-    before = dict(load_checkpoint(base).named_parameters())
-    after = dict(load_checkpoint(tmp_path / "context" / "model.safetensors").named_parameters())
-    assert {key for key in after if key not in before} == {
-        key for key in after if key.startswith("context.")
-    }
-    assert all(torch.allclose(after[key], value, atol=1e-6) for key, value in before.items())
-    # Its pipeline synthesizes what its weights do without the context path (the base model's
-    # architecture; not the base model itself: training moved the batch-norm statistics).
-    synths = [Synthesizer.from_checkpoint(tmp_path / name / "pipeline.safetensors", patch_size=8)
-              for name in ("base", "context")]  # fmt: skip
-    weights = synths[1].pipeline.state_dict()
-    synths[0].pipeline.load_state_dict({k: v for k, v in weights.items() if ".context." not in k})
-    source = next(r.path for r in index_bids(cohort) if r.metadata.modality == "T1w")
-    outputs = [synth(source, "T2w").get_fdata() for synth in synths]
-    assert np.abs(outputs[0]).max() > 0
-    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
-    # The other way round (a network with context into one without) is refused.
-    back = synth_config(tmp_path, "back", init=str(tmp_path / "context" / "model.safetensors"))
-    assert main(["train", str(back), "--quiet"]) == 2
 
 
 def test_resume_continues_exactly(synth_config, steps, tmp_path) -> None:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tumsyn.data.synthesis import crop_padded
-from tumsyn.data.volumes import input_thumbnail, normalise_percentiles
+from tumsyn.data.volumes import normalise_percentiles
 from tumsyn.errors import ConfigError
 from tumsyn.io import Grid
 from tumsyn.metadata import ImagingMetadata, format_prompt, prompt_without_subject
@@ -71,9 +71,6 @@ class GeneratedPairs(Dataset):
         subject_dropout: probability that the prompt leaves out age and sex.
         input_modalities: if given, every input is a physical protocol of one of these
             modalities (draws of others are rejected): a model for, say, T1w inputs only.
-        context_size: if given, each sample also holds ``thumbnail`` ``(1, S, S, S)``, the whole
-            input's (:func:`~tumsyn.data.volumes.input_thumbnail`), for a network with an input
-            context.
         seed, length: base seed; samples per epoch.
     """
 
@@ -89,7 +86,6 @@ class GeneratedPairs(Dataset):
         anisotropic: float = 0.3,
         subject_dropout: float = 0.0,
         input_modalities: Sequence[str] = (),
-        context_size: int | None = None,
         seed: int = 0,
         length: int = 1000,
     ) -> None:
@@ -101,7 +97,6 @@ class GeneratedPairs(Dataset):
         self.target_voxel_size = target_voxel_size
         self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
         self.input_modalities = frozenset(input_modalities)
-        self.context_size = context_size
         self.seed, self.length = int(seed), int(length)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -153,21 +148,15 @@ class GeneratedPairs(Dataset):
             "(and physics_probability must be above 0)"
         )
 
-    def _source(self, anatomy: Anatomy, p: GeneratedParameters) -> tuple[np.ndarray, Grid, dict]:
-        """The normalised input patch, its grid (a box of the whole input grid) and, with
-        ``context_size``, the whole input's thumbnail."""
+    def _source(self, anatomy: Anatomy, p: GeneratedParameters) -> tuple[np.ndarray, Grid]:
+        """The normalised input patch and its grid (a box of the whole input grid)."""
         image, affine = render_input(anatomy, p.draw)
         inverse = np.linalg.inv(affine)
         centre = inverse[:3, :3] @ np.asarray(p.centre_mm) + inverse[:3, 3]
         start = np.rint(centre).astype(int) - self.patch_size // 2
         shape = (self.patch_size,) * 3
-        normalised = normalise_percentiles(image)
-        patch = crop_padded(normalised, start, shape)
-        context = {}
-        if self.context_size is not None:
-            thumbnail = input_thumbnail(normalised, self.context_size)
-            context["thumbnail"] = torch.from_numpy(thumbnail[None])
-        return patch, Grid(image.shape, affine).box(start, shape), context
+        patch = crop_padded(normalise_percentiles(image), start, shape)
+        return patch, Grid(image.shape, affine).box(start, shape)
 
     def _target_scale(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:
         """The target image's 0.5th and 99.5th percentiles, from its noise-free tissue image."""
@@ -179,7 +168,7 @@ class GeneratedPairs(Dataset):
     def render(self, p: GeneratedParameters) -> dict:
         """The sample that ``p`` describes (no other randomness)."""
         anatomy = self.anatomies[p.anatomy]
-        source, patch, context = self._source(anatomy, p)
+        source, patch = self._source(anatomy, p)
         size = self.patch_size
         # Target voxels around the patch: a box of the target grid covering the patch's extent.
         whole = scan_grid(anatomy, p.target.voxel_size)
@@ -209,7 +198,6 @@ class GeneratedPairs(Dataset):
             "cell": torch.from_numpy(np.ascontiguousarray(cell)),
             "target": torch.from_numpy(target[:, None]),
             "prompt": prompt,
-            **context,
         }
 
     def __getitem__(self, index: int) -> dict:

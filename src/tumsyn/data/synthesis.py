@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from tumsyn.data.index import ImageRecord
 from tumsyn.data.separable import apply_separable, fwhm_sigma, gaussian_radius, resampling_matrix
-from tumsyn.data.volumes import VolumeCache, input_thumbnail
+from tumsyn.data.volumes import VolumeCache
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.metadata import prompt_without_subject
 
@@ -85,9 +85,6 @@ class SynthesisPatches(Dataset):
         subject_dropout: probability that a sample's target prompt leaves out age and sex
             (:func:`prompt_without_subject`; ``prompt_ids`` must then hold those prompts too),
             so that the model learns to answer prompts of users who know neither.
-        context_size: if given, each sample also holds ``thumbnail`` ``(1, S, S, S)``, the
-            whole source's (:func:`~tumsyn.data.volumes.input_thumbnail`), for a network with an
-            input context.
         seed: base seed of every random choice.
         length: samples per epoch (default: one per pair); sample ``i`` uses pair
             ``i % len(pairs)``.
@@ -100,7 +97,6 @@ class SynthesisPatches(Dataset):
     - ``target`` ``(Q, 1)``: the target volume at those voxels, in [0, 1];
     - ``prompt``: ``prompt_ids[target.prompt]``;
     - ``scale`` ``(3,)``: ``crop_size / P``.
-    - ``thumbnail`` ``(1, S, S, S)``: only with ``context_size``.
 
     The epoch set by :meth:`set_epoch` lives in shared memory, so DataLoader workers (persistent
     ones included) see it; call it before iterating the loader for that epoch.
@@ -123,7 +119,6 @@ class SynthesisPatches(Dataset):
         scale_range: tuple[float, float] = (1.0, 3.0),
         anisotropic: float = 0.5,
         subject_dropout: float = 0.0,
-        context_size: int | None = None,
         seed: int = 0,
         length: int | None = None,
     ) -> None:
@@ -158,7 +153,6 @@ class SynthesisPatches(Dataset):
         self.scale_range = (low, high)
         self.anisotropic = float(anisotropic)
         self.subject_dropout = float(subject_dropout)
-        self.context_size = context_size
         self.seed = int(seed)
         self.length = length
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -266,7 +260,7 @@ class SynthesisPatches(Dataset):
         prompt = self.pairs[parameters.pair][1].prompt
         if parameters.without_subject:
             prompt = prompt_without_subject(prompt)
-        sample = {
+        return {
             "source": torch.from_numpy(low_res[None]),
             "coord": torch.from_numpy(coord),
             "cell": torch.from_numpy(np.ascontiguousarray(cell)),
@@ -274,10 +268,6 @@ class SynthesisPatches(Dataset):
             "prompt": self.prompt_ids[prompt],
             "scale": torch.tensor(parameters.scale, dtype=torch.float32),
         }
-        if self.context_size is not None:
-            thumbnail = input_thumbnail(np.asarray(source_volume), self.context_size)
-            sample["thumbnail"] = torch.from_numpy(thumbnail[None])
-        return sample
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         return self.render(self.parameters(index))

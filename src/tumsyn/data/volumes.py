@@ -13,12 +13,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tumsyn.errors import ConfigError, InputFileError
 from tumsyn.io import atomic_output, load_nifti
 
-__all__ = ["VolumeCache", "input_thumbnail", "normalise_percentiles"]
+__all__ = ["VolumeCache", "normalise_percentiles"]
 
 # Part of every cache key: change it when the normalisation changes, and old files are ignored.
 _CACHE_VERSION = "percentiles-0.5-99.5-v1"
@@ -63,32 +62,6 @@ def normalise_like_official(data: np.ndarray) -> np.ndarray:
     if top <= bottom:
         return (data > bottom).astype(np.float32)
     return np.clip((data - np.float32(bottom)) / np.float32(top - bottom), 0.0, 1.0)
-
-
-def input_thumbnail(normalised: np.ndarray, size: int, threshold: float = 1e-3) -> np.ndarray:
-    """The whole input at a glance: its foreground's bounding box averaged down to ``size^3``.
-
-    A synthesis model with an input context (:mod:`tumsyn.models.context`) reads this to learn
-    which contrast it was given: a patch alone is too small to tell which intensity is which
-    tissue. Cropping to the foreground and stretching each axis to ``size`` makes the thumbnail
-    nearly independent of the input's voxel size and field of view; area averaging (torch's
-    adaptive average pooling) is the anti-aliasing a plain subsampling would lack.
-
-    Args:
-        normalised: the input volume as the model sees it (values in [0, 1], background 0).
-        size: the thumbnail's edge in voxels.
-        threshold: values above it are foreground (as :func:`synthesize_volume`'s).
-
-    Returns:
-        float32 array ``(size, size, size)``; all zero for an empty input.
-    """
-    inside = np.argwhere(normalised > threshold)
-    if not len(inside):
-        return np.zeros((size,) * 3, dtype=np.float32)
-    low, high = inside.min(axis=0), inside.max(axis=0) + 1
-    box = np.ascontiguousarray(normalised[tuple(map(slice, low, high))], dtype=np.float32)
-    pooled = torch.nn.functional.adaptive_avg_pool3d(torch.from_numpy(box)[None], size)
-    return pooled[0].numpy()
 
 
 NORMALISERS = {"tumsyn": normalise_percentiles, "official": normalise_like_official}

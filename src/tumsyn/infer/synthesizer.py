@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from tumsyn.data.volumes import NORMALISERS, input_thumbnail
+from tumsyn.data.volumes import NORMALISERS
 from tumsyn.distributed import environment_world
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.coverage import coverage_warnings
@@ -196,9 +196,8 @@ class Synthesizer:
         if metadata.voxel_size is None or metadata.modality is None:
             raise ConfigError("the target needs a modality and a voxel size")
         options = self.options
-        normalise = NORMALISERS[self.meta["extra"].get("input_normalisation", "tumsyn")]
         return synthesize_volume(
-            self.predictor(checked_prompt(metadata), encode, self._thumbnail(volume, normalise)),
+            self.predictor(checked_prompt(metadata), encode),
             volume,
             metadata.voxel_size,
             patch_size=options.patch_size,
@@ -206,7 +205,7 @@ class Synthesizer:
             blend=options.blend,
             batch=options.batch,
             device=self.device,
-            normalise=normalise,
+            normalise=NORMALISERS[self.meta["extra"].get("input_normalisation", "tumsyn")],
             progress=progress,
             plane=plane,
         )
@@ -233,22 +232,12 @@ class Synthesizer:
             f"{type(image).__name__}"
         )
 
-    def _thumbnail(self, volume: Volume, normalise: Callable) -> torch.Tensor | None:
-        """The whole input's thumbnail, for a model with an input context (else None)."""
-        size = self.pipeline.synth.context_size
-        if size is None:
-            return None
-        return torch.from_numpy(input_thumbnail(normalise(volume.data), size))
-
     def predictor(
-        self,
-        prompt: str,
-        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        thumbnail: torch.Tensor | None = None,
+        self, prompt: str, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> Callable[..., torch.Tensor]:
-        """The network with ``prompt`` bound, in the requested precision (``encode``,
-        ``thumbnail``: see :meth:`SynthesisPipeline.predictor`)."""
-        predict = self.pipeline.predictor(prompt, encode, thumbnail)
+        """The network with ``prompt`` bound, in the requested precision (``encode``: see
+        :meth:`SynthesisPipeline.predictor`)."""
+        predict = self.pipeline.predictor(prompt, encode)
         precision, device_type = self.options.precision, self.device.type
         if precision == "fp32" or (precision == "auto" and device_type != "cuda"):
             return predict

@@ -107,29 +107,20 @@ class SynthesisPipeline(nn.Module):
         self,
         prompt: str,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        thumbnail: torch.Tensor | None = None,
     ) -> Callable[..., torch.Tensor]:
         """``(patches, coord, cell) -> values`` with the prompt bound (for whole volumes).
 
         ``encode`` replaces the network's patch encoder (``synth.gen_feat``), e.g. by one that
         remembers the features of patches it has seen: they do not depend on the prompt.
-        ``thumbnail`` ``(S, S, S)``: the whole input's, for a network with an input context
-        (``synth.context_size``; :func:`~tumsyn.data.volumes.input_thumbnail`).
         """
         text, mask = self.encode_prompt(prompt)
         encode = encode or self.synth.gen_feat
-        device = text.device
-        with torch.no_grad():
-            context = self.synth.gen_context(
-                None if thumbnail is None else thumbnail.to(device)[None, None]
-            )
 
         def predict(patches: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
             batch = patches.shape[0]
             expanded = text.expand(batch, *text.shape[1:])
             expanded_mask = None if mask is None else mask.expand(batch, -1)
-            feat = encode(patches)
-            conditioned = self.synth.condition(feat, expanded, expanded_mask, context)
+            conditioned = self.synth.condition(encode(patches), expanded, expanded_mask)
             return self.synth.query(conditioned, coord, cell)
 
         return predict

@@ -1,9 +1,7 @@
 """The stage-2 synthesis network: encode the source image, condition on the prompt, decode anywhere.
 
 ``gen_feat`` encodes an image patch once; ``condition`` fuses it with the target prompt's text
-features (and, for a model with an input context, with what the whole input's thumbnail says of
-its contrast: ``gen_context``, :mod:`tumsyn.models.context`); ``query`` answers any coordinates
-(any resolution, in memory-bounded chunks). This split
+features; ``query`` answers any coordinates (any resolution, in memory-bounded chunks). This split
 (LIIF's) is what whole-volume inference needs. Parameter names follow the official ``lccd`` model
 (``encoder.*``, ``fusion.*``, ``imnet.*``) so the published weights load unchanged.
 """
@@ -18,7 +16,6 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from tumsyn.config import StrictConfig
-from tumsyn.models.context import ContextConfig, ThumbnailFiLM
 from tumsyn.models.fusion import GlobalTextFusion, VoxelCrossAttentionFusion
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder
 from tumsyn.models.registry import register
@@ -120,7 +117,6 @@ class SynthConfig(StrictConfig):
     fusion: FusionConfig = FusionConfig()
     decoder: DecoderConfig = DecoderConfig()
     text_dim: int = 768  # the stage-1 text embedding size
-    context: ContextConfig | None = None  # read the whole input's thumbnail (none: patch only)
     official_quirks: bool = False  # reproduce the official fusion arithmetic exactly
 
     @model_validator(mode="after")
@@ -138,29 +134,16 @@ class SynthesisNetwork(nn.Module):
         fusion: text conditioning ``(B, C, D, H, W), text -> (B, C, D, H, W)``.
         imnet: implicit decoder ``feat, coord (B, Q, 3), cell -> (B, Q, 1)``.
         chunk_size: query points decoded at a time (None: all).
-        context: the input-context path (:class:`~tumsyn.models.context.ThumbnailFiLM`), or
-            None for a network that sees only its patch.
     """
 
     def __init__(
-        self,
-        encoder: nn.Module,
-        fusion: nn.Module,
-        imnet: nn.Module,
-        chunk_size: int | None,
-        context: ThumbnailFiLM | None = None,
+        self, encoder: nn.Module, fusion: nn.Module, imnet: nn.Module, chunk_size: int | None
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.fusion = fusion
         self.imnet = imnet
         self.chunk_size = chunk_size
-        self.context = context
-
-    @property
-    def context_size(self) -> int | None:
-        """The edge of the input thumbnail this network reads, or None if it reads none."""
-        return None if self.context is None else self.context.size
 
     @property
     def pooled_text(self) -> bool:
@@ -171,27 +154,10 @@ class SynthesisNetwork(nn.Module):
         """Features of a source patch ``(B, 1, D, H, W) -> (B, C, D, H, W)``."""
         return self.encoder(image)
 
-    def gen_context(self, thumbnail: torch.Tensor | None) -> torch.Tensor | None:
-        """What :meth:`condition` needs of the whole input: its thumbnail ``(B, 1, S, S, S)``
-        read once (None for a network without context; computed once per image)."""
-        if (self.context is None) != (thumbnail is None):
-            raise ValueError(
-                f"this network reads {'no' if self.context is None else 'an'} input thumbnail, "
-                f"got {'none' if thumbnail is None else 'one'}"
-            )
-        return None if self.context is None else self.context(thumbnail)
-
     def condition(
-        self,
-        feat: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor | None = None,
-        context: torch.Tensor | None = None,
+        self, feat: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Fuse features with the target prompt (``(B, E)`` vector or ``(B, L, E)`` tokens),
-        after modulating them by the input's ``context`` (:meth:`gen_context`) if it has one."""
-        if context is not None:
-            feat = ThumbnailFiLM.modulate(feat, context)
+        """Fuse features with the target prompt (``(B, E)`` vector or ``(B, L, E)`` tokens)."""
         return self.fusion(feat, text, text_mask)
 
     def query(
@@ -208,11 +174,8 @@ class SynthesisNetwork(nn.Module):
         *,
         cell: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
-        thumbnail: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        context = self.gen_context(thumbnail)
-        feat = self.condition(self.gen_feat(image), text, text_mask, context)
-        return self.query(feat, coord, cell)
+        return self.query(self.condition(self.gen_feat(image), text, text_mask), coord, cell)
 
 
 def _check_global(config: SynthConfig) -> None:
@@ -277,6 +240,4 @@ def build_synth(config: SynthConfig) -> SynthesisNetwork:
     )
     fusion = _FUSIONS[config.fusion.kind].build(config)
     imnet = _DECODERS[config.decoder.kind].build(config)
-    c = config.context
-    context = None if c is None else ThumbnailFiLM(e.out_channels, c.widths, c.size)
-    return SynthesisNetwork(encoder, fusion, imnet, config.decoder.chunk_size, context)
+    return SynthesisNetwork(encoder, fusion, imnet, config.decoder.chunk_size)

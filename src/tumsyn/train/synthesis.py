@@ -100,26 +100,17 @@ def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> 
 
 def initial_weights(model: SynthesisNetwork, checkpoint: str) -> None:
     """Copy the synthesis network of ``checkpoint`` (a stage-2 checkpoint, a pipeline or a
-    bundled model's name) into ``model``, which must have the same architecture, but for an
-    input context that ``model`` may add."""
+    bundled model's name) into ``model``, which must have the same architecture."""
     loaded = load_checkpoint(checkpoint_path(checkpoint))
     network = loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded
     if not isinstance(network, SynthesisNetwork):
         raise ConfigError(f"init: {checkpoint} holds no synthesis network (stage 2 or pipeline)")
-    if _without_context(network.spec) != _without_context(model.spec):
+    if network.spec != model.spec:
         raise ConfigError(
             f"init: {checkpoint} holds a different architecture than this run's model: "
             f"expected {model.spec['args']}, found {network.spec['args']}"
         )
-    if network.context is not None and model.context is None:
-        raise ConfigError(f"init: {checkpoint} reads an input context that this run's model lacks")
-    # A network without context initialises one with: the context path keeps its own start
-    # (zero FiLM, so the new model starts out computing what the old one did).
-    model.load_state_dict(network.state_dict(), strict=network.context is not None)
-
-
-def _without_context(spec: dict) -> dict:
-    return {**spec, "args": {**spec["args"], "context": None}}
+    model.load_state_dict(network.state_dict())
 
 
 def _network_spec(config: SynthesisTrainConfig, conditioner: nn.Module) -> dict:
@@ -198,7 +189,6 @@ def _cohort_data(config: SynthesisTrainConfig) -> _TrainingData:
         "queries": config.queries,
         "scale_range": config.scale_range,
         "anisotropic": config.anisotropic,
-        "context_size": _context_size(config),
     }
     dataset = SynthesisPatches(train_pairs, cache, prompt_ids, seed=config.seed,
                                subject_dropout=config.subject_dropout, **settings)  # fmt: skip
@@ -211,12 +201,6 @@ def _cohort_data(config: SynthesisTrainConfig) -> _TrainingData:
         validation = [held_out[i] for i in range(config.validation_patches)]
     targets = sorted({target.prompt for _, target in train_pairs})
     return _TrainingData(dataset, validation, targets, config.data.workers, prompts)
-
-
-def _context_size(config: SynthesisTrainConfig) -> int | None:
-    """The input thumbnail's edge for a model with an input context (its samples carry one)."""
-    context = load_config(config.model)["args"].get("context")
-    return None if context is None else context["size"]
 
 
 def validation_subject_seed(seed: int) -> int:
@@ -238,8 +222,7 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
     targets = [protocol.metadata for protocol in load_protocols(g.targets)]
     settings = {"patch_size": config.patch_size, "queries": config.queries,
                 "target_voxel_size": g.target_voxel_size, "anisotropic": g.anisotropic,
-                "input_modalities": g.input_modalities,
-                "context_size": _context_size(config)}  # fmt: skip
+                "input_modalities": g.input_modalities}  # fmt: skip
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
                              length=g.samples_per_epoch, **settings)  # fmt: skip
@@ -296,8 +279,7 @@ def train_synthesis(
 
     def predict(network, batch) -> torch.Tensor:
         text, mask = features(batch["prompt"])
-        return network(batch["source"], batch["coord"], text, cell=batch["cell"], text_mask=mask,
-                       thumbnail=batch.get("thumbnail"))  # fmt: skip
+        return network(batch["source"], batch["coord"], text, cell=batch["cell"], text_mask=mask)
 
     def loss(network, batch) -> torch.Tensor:
         return (predict(network, batch) - batch["target"]).abs().mean()
