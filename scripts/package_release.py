@@ -1,44 +1,63 @@
-"""Bundle the trained stages into the shipped checkpoint (text tower + synthesis network, fp16).
+"""Bundle trained stages into a shipped checkpoint (text tower + synthesis network(s), fp16).
 
-    .venv/bin/python scripts/package_release.py NAME STAGE1 STAGE2 OUT
-    (scripts/train_release.sh: tumsyn-v2 runs/bmlip-v2/model.safetensors
-     runs/synth-v2/model.safetensors runs/tumsyn-v2.safetensors)
+    .venv/bin/python scripts/package_release.py NAME STAGE1 OUT STAGE2
+    .venv/bin/python scripts/package_release.py NAME STAGE1 OUT MODALITY=STAGE2 [...] [--fallback M]
 
-Records the training coverage (from the stage-2 run's prompts), the validation metrics and the
-training steps in the file's metadata.
+One stage-2 run makes an ordinary pipeline; several, each named by the input modality its network
+reads (``T1w=runs/synth-v2-t1/model.safetensors``), make a routed one (tumsyn.models.routed), whose
+fallback (default: the first) reads inputs of any other or an unknown modality. Records the
+training coverage (from the stage-2 runs' prompts), their validation metrics and training steps in
+the file's metadata. scripts/train_release.sh shows the release's call.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import torch
 
 from tumsyn.infer.coverage import coverage_from_prompts
 from tumsyn.models import load_checkpoint, make_pipeline, save_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
+from tumsyn.models.routed import make_routed
 
 
-def main(name: str, stage1: str, stage2: str, out: str) -> None:
-    text_encoder = load_checkpoint(stage1).text_encoder()
-    synth = load_checkpoint(stage2)
-    first, second = (
-        read_checkpoint_metadata(stage1)["extra"],
-        read_checkpoint_metadata(stage2)["extra"],
-    )
-    pipeline = make_pipeline(text_encoder, synth)
+def _network(runs: list[str], fallback: str | None):
+    """The stage-2 network of one run, or the routed model of ``MODALITY=RUN`` items."""
+    if len(runs) == 1 and "=" not in runs[0]:
+        return load_checkpoint(runs[0]), {"single": runs[0]}
+    named = dict(item.split("=", 1) for item in runs)
+    networks = {modality: load_checkpoint(path) for modality, path in named.items()}
+    return make_routed(networks, fallback or next(iter(named))), named
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("stage1")
+    parser.add_argument("out")
+    parser.add_argument("stage2", nargs="+", metavar="[MODALITY=]STAGE2")
+    parser.add_argument("--fallback", metavar="MODALITY")
+    args = parser.parse_args(argv)
+    text_encoder = load_checkpoint(args.stage1).text_encoder()
+    network, runs = _network(args.stage2, args.fallback)
+    first = read_checkpoint_metadata(args.stage1)["extra"]
+    second = {key: read_checkpoint_metadata(path)["extra"] for key, path in runs.items()}
+    prompts = sorted({prompt for extra in second.values() for prompt in extra["prompts"]})
+    facts = {key: {"steps": extra["step"], "metrics": extra["metrics"]}
+             for key, extra in second.items()}  # fmt: skip
+    stage2 = facts.get("single", {"networks": facts})
     extra = {
-        "name": name,
-        "coverage": coverage_from_prompts(second["prompts"]),
+        "name": args.name,
+        "coverage": coverage_from_prompts(prompts),
         "stage1": {"steps": first["step"], "metrics": first["metrics"]},
-        "stage2": {"steps": second["step"], "metrics": second["metrics"]},
+        "stage2": stage2,
         "training_data": "simulated only (tumsyn simulate, scripts/train_release.sh)",
     }
-    path = save_checkpoint(out, pipeline, extra=extra, dtype=torch.float16)
+    pipeline = make_pipeline(text_encoder, network)
+    path = save_checkpoint(args.out, pipeline, extra=extra, dtype=torch.float16)
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
-        sys.exit(__doc__)
-    main(*sys.argv[1:])
+    main()

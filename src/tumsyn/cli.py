@@ -382,6 +382,10 @@ def add_synthesize(commands: Commands) -> None:
     )
     synthesize.add_argument("input", type=Path, help="source image (3D NIfTI)")
     synthesize.add_argument("-o", "--output", type=Path, required=True, help="output .nii.gz")
+    synthesize.add_argument(
+        "--input-modality", metavar="NAME", help="the input's modality (default: from a BIDS "
+        "name such as sub-01_T2w.nii.gz); a model with a network per input modality needs it"
+    )  # fmt: skip
     _add_synthesis_flags(synthesize)
     _add_metadata_flags(synthesize)
 
@@ -392,9 +396,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from tumsyn.infer.files import check_output, synthesize_file
     from tumsyn.infer.synthesizer import Synthesizer
     from tumsyn.infer.target import checked_prompt, resolve_target
+    from tumsyn.metadata import canonical_modality
 
     options = _synthesis_options(args)
     check_output(args.output, args.input)
+    if args.input_modality is not None:
+        canonical_modality(args.input_modality)  # a bad name fails before the model loads
     target = resolve_target(args.prompt, fields=_metadata_flags(args), source=args.input)
     print(f"prompt: {checked_prompt(target)}")
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint, options=options)
@@ -402,7 +409,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     def bar(batches):
         return tqdm(batches, unit="batch", desc="synthesize", disable=args.quiet)
 
-    result = synthesize_file(synthesizer, args.input, args.output, target, progress=bar)
+    result = synthesize_file(synthesizer, args.input, args.output, target, progress=bar,
+                             input_modality=args.input_modality)  # fmt: skip
     for warning in result.warnings:
         print(f"tumsyn synthesize: warning: {warning}: the output is an extrapolation",
               file=sys.stderr)  # fmt: skip

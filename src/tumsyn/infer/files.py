@@ -99,19 +99,20 @@ def synthesize_file(
     *,
     sidecar_fields: Mapping[str, Any] | None = None,
     progress: Callable[[Iterator], Iterator] | None = None,
+    input_modality: str | None = None,
     **fields: Any,
 ) -> SynthesizedFile:
     """Synthesize from the NIfTI at ``source`` into ``output`` and its JSON sidecar.
 
     Args:
-        target, fields: as for :meth:`Synthesizer.__call__`.
+        target, fields, input_modality: as for :meth:`Synthesizer.__call__`.
         sidecar_fields: further sidecar entries (e.g. BIDS derivatives' ``Sources``).
 
     Returns:
         The paths written and the image (with its prompt and warnings).
     """
     output = check_output(output, source)
-    image = synthesizer(source, target, progress=progress, **fields)
+    image = synthesizer(source, target, progress=progress, input_modality=input_modality, **fields)
     save_nifti(output, image)
     content = {
         **sidecar_from_metadata(image.metadata),

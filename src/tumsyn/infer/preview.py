@@ -71,6 +71,7 @@ class PlanePreview:
     Args:
         synthesizer: the loaded model and its options.
         volume: the source.
+        input_modality: the source's modality, if known (see :meth:`Synthesizer.__call__`).
         max_cache_bytes: memory for the source's patch features.
 
     Example:
@@ -79,10 +80,17 @@ class PlanePreview:
     """
 
     def __init__(
-        self, synthesizer: Synthesizer, volume: Volume, *, max_cache_bytes: int = 1 << 30
+        self,
+        synthesizer: Synthesizer,
+        volume: Volume,
+        *,
+        input_modality: str | None = None,
+        max_cache_bytes: int = 1 << 30,
     ) -> None:
         self.synthesizer, self.volume = synthesizer, volume
-        self.cache = FeatureCache(synthesizer.pipeline.synth.gen_feat, max_cache_bytes)
+        self.input_modality = input_modality
+        network = synthesizer.pipeline.synth.for_input(input_modality)
+        self.cache = FeatureCache(network.gen_feat, max_cache_bytes)
 
     def output_grid(self, metadata: ImagingMetadata) -> Grid:
         """The grid the whole synthesized volume would have."""
@@ -101,6 +109,7 @@ class PlanePreview:
                 f"plane {index} is outside the output's {shape[axis]} along axis {axis}"
             )
         result = self.synthesizer.synthesize_arrays(
-            self.volume, metadata, plane=(axis, index), encode=self.cache
-        )
+            self.volume, metadata, plane=(axis, index), encode=self.cache,
+            input_modality=self.input_modality,
+        )  # fmt: skip
         return np.take(result.data, index, axis=axis)

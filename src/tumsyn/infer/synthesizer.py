@@ -31,9 +31,10 @@ from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.target import checked_prompt, resolve_target
 from tumsyn.infer.volume import synthesize_volume
 from tumsyn.io import Volume, as_volume, check_grid_size, load_nifti, nifti_image
-from tumsyn.metadata import ImagingMetadata
+from tumsyn.metadata import ImagingMetadata, canonical_modality, modality_from_bids_name
 from tumsyn.models.checkpoint import load_checkpoint
 from tumsyn.models.pipeline import SynthesisPipeline
+from tumsyn.models.routed import RoutedNetwork
 
 __all__ = ["ImageLike", "SynthesizedImage", "Synthesizer", "TargetLike"]
 
@@ -140,6 +141,7 @@ class Synthesizer:
         *,
         affine: np.ndarray | None = None,
         progress: Callable[[Iterator], Iterator] | None = None,
+        input_modality: str | None = None,
         **fields: Any,
     ) -> SynthesizedImage:
         """Synthesize ``target`` from ``image``.
@@ -151,6 +153,9 @@ class Synthesizer:
             fields: metadata fields that win over the target's (``te=100``, ``age=70``,
                 ``voxel_size=(0.8, 0.8, 0.8)``). Without a voxel size the input's is kept.
             progress: wraps the iterator over patch batches (e.g. ``tqdm``).
+            input_modality: the modality of ``image`` (default: from a BIDS file name such as
+                ``sub-01_T2w.nii.gz``); a model with a network per input modality reads the
+                image with that one (:mod:`tumsyn.models.routed`), others ignore it.
 
         Returns:
             The synthesized image on the input's field of view in world space, at the target
@@ -161,11 +166,17 @@ class Synthesizer:
             unusable target.
         """
         source_path = Path(image) if isinstance(image, (str, os.PathLike)) else None
+        if input_modality is not None:
+            input_modality = canonical_modality(input_modality)
+        elif source_path is not None:
+            input_modality = modality_from_bids_name(source_path.name)
         volume = self._volume(image, affine)
         metadata = self.target(
             target, source=source_path, source_voxel_size=volume.voxel_size, **fields
         )
-        return self.synthesize_volume(volume, metadata, progress=progress)
+        return self.synthesize_volume(
+            volume, metadata, progress=progress, input_modality=input_modality
+        )
 
     def synthesize_volume(
         self,
@@ -173,14 +184,35 @@ class Synthesizer:
         metadata: ImagingMetadata,
         *,
         progress: Callable[[Iterator], Iterator] | None = None,
+        input_modality: str | None = None,
     ) -> SynthesizedImage:
-        """The core of :meth:`__call__` for a checked volume and a complete target."""
-        result = self.synthesize_arrays(volume, metadata, progress=progress)
+        """The core of :meth:`__call__` for a checked volume, a complete target and the input's
+        modality (if known)."""
+        result = self.synthesize_arrays(
+            volume, metadata, progress=progress, input_modality=input_modality
+        )
         prompt = checked_prompt(metadata)
         output = nifti_image(result.data, result.affine, image_class=SynthesizedImage)
         output.prompt, output.metadata = prompt, metadata
-        output.warnings = tuple(coverage_warnings(metadata, self.meta["extra"].get("coverage", {})))
+        coverage = coverage_warnings(metadata, self.meta["extra"].get("coverage", {}))
+        output.warnings = (*self.input_warnings(input_modality), *coverage)
         return output
+
+    def input_warnings(self, input_modality: str | None) -> list[str]:
+        """How a model with a network per input modality reads an input of ``input_modality``
+        with another one (its fallback): the input is then outside what that network learned."""
+        synth = self.pipeline.synth
+        if not isinstance(synth, RoutedNetwork) or synth.route(input_modality) == input_modality:
+            return []
+        what = (
+            "not known"
+            if input_modality is None
+            else f"{input_modality}, which it has no network for"
+        )
+        return [
+            f"the input's modality is {what}, so it was read as {synth.fallback} (name the input "
+            "BIDS-style, e.g. sub-01_T2w.nii.gz, or give its modality: --input-modality)"
+        ]
 
     def synthesize_arrays(
         self,
@@ -190,14 +222,16 @@ class Synthesizer:
         progress: Callable[[Iterator], Iterator] | None = None,
         plane: tuple[int, int] | None = None,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        input_modality: str | None = None,
     ) -> Volume:
         """The synthesized data and affine (``plane``: only that plane, see
-        :func:`tumsyn.infer.volume.synthesize_volume`; ``encode``: see :meth:`predictor`)."""
+        :func:`tumsyn.infer.volume.synthesize_volume`; ``encode``, ``input_modality``: see
+        :meth:`predictor`)."""
         if metadata.voxel_size is None or metadata.modality is None:
             raise ConfigError("the target needs a modality and a voxel size")
         options = self.options
         return synthesize_volume(
-            self.predictor(checked_prompt(metadata), encode),
+            self.predictor(checked_prompt(metadata), encode, input_modality),
             volume,
             metadata.voxel_size,
             patch_size=options.patch_size,
@@ -233,11 +267,14 @@ class Synthesizer:
         )
 
     def predictor(
-        self, prompt: str, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self,
+        prompt: str,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        input_modality: str | None = None,
     ) -> Callable[..., torch.Tensor]:
-        """The network with ``prompt`` bound, in the requested precision (``encode``: see
-        :meth:`SynthesisPipeline.predictor`)."""
-        predict = self.pipeline.predictor(prompt, encode)
+        """The network with ``prompt`` bound, in the requested precision (``encode``,
+        ``input_modality``: see :meth:`SynthesisPipeline.predictor`)."""
+        predict = self.pipeline.predictor(prompt, encode, input_modality)
         precision, device_type = self.options.precision, self.device.type
         if precision == "fp32" or (precision == "auto" and device_type != "cuda"):
             return predict

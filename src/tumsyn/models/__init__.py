@@ -9,6 +9,7 @@ from tumsyn.models import (  # noqa: F401  (register the model families)
     bmlip,
     conditioners,
     pipeline,
+    routed,
     synth,
 )
 from tumsyn.models.bmlip import BMLIP, BMLIPConfig, contrastive_loss
@@ -16,12 +17,14 @@ from tumsyn.models.checkpoint import load_checkpoint, save_checkpoint
 from tumsyn.models.official import convert_official, load_official
 from tumsyn.models.pipeline import SynthesisPipeline, make_pipeline
 from tumsyn.models.registry import build, list_configs, load_config
+from tumsyn.models.routed import RoutedNetwork
 from tumsyn.models.synth import SynthConfig, SynthesisNetwork
 from tumsyn.models.text_encoder import TextEncoder
 
 __all__ = [
     "BMLIP",
     "BMLIPConfig",
+    "RoutedNetwork",
     "SynthConfig",
     "SynthesisNetwork",
     "SynthesisPipeline",

@@ -19,6 +19,7 @@ from torch import nn
 from tumsyn.config import StrictConfig
 from tumsyn.models.bmlip import TextConfig
 from tumsyn.models.registry import build, load_config, parse_config, register
+from tumsyn.models.routed import RoutedNetwork
 from tumsyn.models.synth import SynthesisNetwork
 from tumsyn.models.text_encoder import TextEncoder, check_text_encoder_args
 
@@ -55,23 +56,29 @@ def build_text(config: TextTowerConfig) -> TextEncoder:
 CONDITIONER_FAMILIES = ("text", "onehot", "metadata", "sentence")
 
 
+#: Registered families that may fill a pipeline's ``synth`` slot: one network, or one per input
+#: modality (:mod:`tumsyn.models.routed`).
+NETWORK_FAMILIES = ("synth", "routed")
+
+
 class PipelineConfig(StrictConfig):
     text: dict[str, Any]  # the conditioner's spec ("text" for the stage-1 tower, by history)
-    synth: dict[str, Any]  # a "synth" spec
+    synth: dict[str, Any]  # a "synth" spec, or a "routed" one (a network per input modality)
 
     @model_validator(mode="after")
     def _specs(self) -> PipelineConfig:
         text, synth = load_config(self.text), load_config(self.synth)
-        if text["name"] not in CONDITIONER_FAMILIES or synth["name"] != "synth":
+        if text["name"] not in CONDITIONER_FAMILIES or synth["name"] not in NETWORK_FAMILIES:
             raise ValueError(
                 f"a pipeline holds a conditioner spec ({', '.join(CONDITIONER_FAMILIES)}) and a "
-                f"'synth' spec, got {text['name']!r} and {synth['name']!r}"
+                f"network spec ({', '.join(NETWORK_FAMILIES)}), got {text['name']!r} and "
+                f"{synth['name']!r}"
             )
-        features = parse_config(text).feature_dim()
-        if features != synth["args"]["text_dim"]:
+        features, text_dim = parse_config(text).feature_dim(), parse_config(synth).text_dim
+        if features != text_dim:
             raise ValueError(
                 f"the {text['name']} conditioner gives {features}-d features, synth text_dim is "
-                f"{synth['args']['text_dim']}"
+                f"{text_dim}"
             )
         return self
 
@@ -82,10 +89,10 @@ class SynthesisPipeline(nn.Module):
     Args:
         text: the frozen conditioner (the stage-1 text encoder, or a baseline's): anything with
             ``features(prompts, pooled=...)``.
-        synth: the stage-2 network.
+        synth: the stage-2 network, or a :class:`~tumsyn.models.routed.RoutedNetwork`.
     """
 
-    def __init__(self, text: nn.Module, synth: SynthesisNetwork) -> None:
+    def __init__(self, text: nn.Module, synth: SynthesisNetwork | RoutedNetwork) -> None:
         super().__init__()
         self.text = text
         self.synth = synth
@@ -107,21 +114,24 @@ class SynthesisPipeline(nn.Module):
         self,
         prompt: str,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        input_modality: str | None = None,
     ) -> Callable[..., torch.Tensor]:
         """``(patches, coord, cell) -> values`` with the prompt bound (for whole volumes).
 
-        ``encode`` replaces the network's patch encoder (``synth.gen_feat``), e.g. by one that
+        ``encode`` replaces the network's patch encoder (``gen_feat``), e.g. by one that
         remembers the features of patches it has seen: they do not depend on the prompt.
+        ``input_modality`` picks the network of a routed model (None: its fallback).
         """
         text, mask = self.encode_prompt(prompt)
-        encode = encode or self.synth.gen_feat
+        network = self.synth.for_input(input_modality)
+        encode = encode or network.gen_feat
 
         def predict(patches: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
             batch = patches.shape[0]
             expanded = text.expand(batch, *text.shape[1:])
             expanded_mask = None if mask is None else mask.expand(batch, -1)
-            conditioned = self.synth.condition(encode(patches), expanded, expanded_mask)
-            return self.synth.query(conditioned, coord, cell)
+            conditioned = network.condition(encode(patches), expanded, expanded_mask)
+            return network.query(conditioned, coord, cell)
 
         return predict
 
@@ -148,7 +158,9 @@ def text_tower_spec(encoder: TextEncoder) -> dict[str, Any]:
     )
 
 
-def make_pipeline(conditioner: nn.Module, synth: SynthesisNetwork) -> SynthesisPipeline:
+def make_pipeline(
+    conditioner: nn.Module, synth: SynthesisNetwork | RoutedNetwork
+) -> SynthesisPipeline:
     """A pipeline (with its spec) from a conditioner (a stage-1 text tower or a built
     conditioner with its ``spec``) and a stage-2 network."""
     spec = getattr(conditioner, "spec", None) or text_tower_spec(conditioner)

@@ -150,6 +150,11 @@ class SynthesisNetwork(nn.Module):
         """Whether :meth:`condition` takes the pooled prompt vector rather than tokens."""
         return fusion_takes_pooled_text(self.spec["args"]["fusion"]["kind"])
 
+    def for_input(self, input_modality: str | None) -> SynthesisNetwork:
+        """The network that reads an input of ``input_modality``: this one reads any input
+        (a routed model picks one per modality, :mod:`tumsyn.models.routed`)."""
+        return self
+
     def gen_feat(self, image: torch.Tensor) -> torch.Tensor:
         """Features of a source patch ``(B, 1, D, H, W) -> (B, C, D, H, W)``."""
         return self.encoder(image)

@@ -25,7 +25,7 @@ from tumsyn.infer.files import synthesize_file
 from tumsyn.infer.preview import PlanePreview
 from tumsyn.infer.synthesizer import Synthesizer
 from tumsyn.io import Volume, load_nifti
-from tumsyn.metadata import ImagingMetadata
+from tumsyn.metadata import ImagingMetadata, modality_from_bids_name
 
 __all__ = ["Job", "Source", "UnknownItem", "UploadTooLarge", "Workspace"]
 
@@ -54,10 +54,16 @@ class Source:
     used: float = field(default_factory=time.monotonic)
     _preview: PlanePreview | None = None
 
+    @property
+    def modality(self) -> str | None:
+        """The modality its file name tells, BIDS-style (``sub-01_T2w.nii.gz``), if any."""
+        return modality_from_bids_name(self.name)
+
     def preview(self, synthesizer: Synthesizer) -> PlanePreview:
         """The source's plane previewer (its patch features are kept between requests)."""
         if self._preview is None:
-            self._preview = PlanePreview(synthesizer, self.volume, max_cache_bytes=512 << 20)
+            self._preview = PlanePreview(synthesizer, self.volume, input_modality=self.modality,
+                                         max_cache_bytes=512 << 20)  # fmt: skip
         return self._preview
 
 
@@ -252,6 +258,7 @@ class Workspace:
                 result = synthesize_file(
                     self.synthesizer, job.source.path, job.image, job.metadata,
                     progress=lambda groups, job=job: _tracked(groups, job),
+                    input_modality=job.source.modality,
                 )  # fmt: skip
             except Exception as error:  # a job's failure is told to its page, not raised here
                 job.state, job.error = "failed", str(error).splitlines()[0]
