@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     source = {"T1w (real)": ratios_on(volume.data, colin, pure, colin)}
     for modality in MODALITIES:
         for size in args.sizes:
-            output = synthesizer(args.input, modality, voxel_size=(size,) * 3)
+            output = synthesizer(args.input, modality, voxel_size=(size,) * 3, input_modality="T1w")
             grid = Grid(output.shape, output.affine)
             ratios = ratios_on(np.asarray(output.dataobj), grid, pure, colin)
             gm_range, csf_range, verdict = check(modality, ratios)

@@ -60,9 +60,10 @@ def _pairs(physics_probability: float, length: int, seed: int) -> GeneratedPairs
                           seed=seed)  # fmt: skip
 
 
-def _predict(pipeline, sample: dict) -> torch.Tensor:
+def _predict(pipeline, sample: dict, input_modality: str | None) -> torch.Tensor:
+    """The prediction of ``sample``'s queries; ``input_modality`` picks a routed model's network."""
     with torch.no_grad():
-        predict = pipeline.predictor(sample["prompt"])
+        predict = pipeline.predictor(sample["prompt"], input_modality=input_modality)
         return predict(sample["source"][None], sample["coord"][None], sample["cell"][None])[0]
 
 
@@ -71,7 +72,9 @@ def l1_rows(name: str, pipeline, samples: list) -> list[dict]:
     groups = defaultdict(list)
     for parameters, sample in samples:
         target = sample["target"]
-        error = float((_predict(pipeline, sample) - target).abs().mean())
+        protocol = parameters.draw.protocol  # None: random tissue intensities, modality unknown
+        modality = None if protocol is None else protocol.modality
+        error = float((_predict(pipeline, sample, modality) - target).abs().mean())
         own_mean = float((target - target.mean()).abs().mean())
         kind = "physics input" if parameters.draw.protocol is not None else "random input"
         for group in ("all", kind, f"target {parameters.target.modality}"):
@@ -101,7 +104,7 @@ def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
         for index in range(3):
             sample = pairs.render(replace(pairs.parameters(index), draw=ideal, target=target))
             truth = sample["target"][:, 0].numpy()
-            output = _predict(pipeline, sample)[:, 0].numpy()
+            output = _predict(pipeline, sample, source)[:, 0].numpy()
             brain = truth > 0.02
             edges = np.quantile(truth[brain], QUINTILES)
             means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
