@@ -13,7 +13,9 @@ virtual subjects:
    real-scan check and FLAIR), three patches each: the mean prediction in each quintile of the
    target's brain values. A model that reads its input rises with the target across the
    quintiles; a collapsed one is flat; one that copies its input falls where the contrast
-   inverts (T2w -> T1w).
+   inverts (T2w -> T1w). Beside it, the PSNR over the brain of the prediction, of the input
+   copied and of the input inverted (1 - input): the held-out real-scan check's bar is 1 dB
+   above the better of the two baselines.
 
 Why it exists: whole-volume checks (``exp_colin27.py``) take minutes per model; this shows in one
 whether a training recipe has learned to map intensities or only the level of each contrast
@@ -39,6 +41,7 @@ from tumsyn.data.generated import GeneratedPairs
 from tumsyn.infer.loading import checkpoint_path
 from tumsyn.metadata import default_protocol, load_protocols
 from tumsyn.models import load_checkpoint
+from tumsyn.models.liif import sample_grid
 from tumsyn.simulate import CohortSettings, cohort_subject
 from tumsyn.simulate.randomize import InputDraw, InputRandomizer
 from tumsyn.simulate.render import ScanSettings
@@ -95,6 +98,12 @@ def _ideal_input(modality: str) -> InputDraw:
                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
 
 
+def _brain_psnr(values: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> float:
+    """PSNR (dB, peak 1) of ``values`` against ``truth`` over the brain's queries."""
+    error = np.mean((np.clip(values[brain], 0.0, 1.0) - truth[brain]) ** 2)
+    return round(float(10 * np.log10(1.0 / max(error, 1e-10))), 2)
+
+
 def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
     """Mean prediction per target quintile (brain values) with ideal inputs."""
     rows = []
@@ -109,11 +118,15 @@ def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
             edges = np.quantile(truth[brain], QUINTILES)
             means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
                      for lo, hi in itertools.pairwise(edges)]  # fmt: skip
+            copy = sample_grid(sample["source"][None], sample["coord"][None])[0, :, 0].numpy()
             rows.append({
                 "model": name, "direction": f"{source} -> {modality}", "patch": index,
                 "target quintile edges": " ".join(f"{e:.2f}" for e in edges),
                 "prediction per quintile": " ".join(f"{m:.2f}" for m in means),
                 "rise": round(float(means[-1] - means[0]), 3),
+                "PSNR": _brain_psnr(output, truth, brain),
+                "copy PSNR": _brain_psnr(copy, truth, brain),
+                "inverted PSNR": _brain_psnr(1.0 - copy, truth, brain),
             })  # fmt: skip
     return rows
 
