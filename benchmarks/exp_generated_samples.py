@@ -20,7 +20,7 @@ virtual subjects:
 Why it exists: whole-volume checks (``exp_colin27.py``) take minutes per model; this shows in one
 whether a training recipe has learned to map intensities or only the level of each contrast
 (docs/decisions.md, "Generated inputs alone do not train tumsyn-tiny").
-Writes benchmarks/results/generated_samples_l1.json and generated_samples_transfer.json.
+Writes benchmarks/results/generated_samples_{l1,transfer,transfer_mean}.json.
 """
 
 from __future__ import annotations
@@ -131,6 +131,19 @@ def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
     return rows
 
 
+def transfer_means(rows: list[dict]) -> list[dict]:
+    """The transfer table's numbers averaged over its patches, per model and direction."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[row["model"], row["direction"]].append(row)
+    keys = ("rise", "PSNR", "copy PSNR", "inverted PSNR")
+    return [
+        {"model": model, "direction": direction,
+         **{key: round(float(np.mean([r[key] for r in group])), 2) for key in keys}}
+        for (model, direction), group in groups.items()
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", metavar="NAME=PIPELINE")
@@ -151,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             tables["transfer"] += transfer_rows(name, pipeline, ideal_pairs)
     command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
     command += f" --only {args.only}" if args.only else ""
+    if "transfer" in tables:
+        tables["transfer_mean"] = transfer_means(tables["transfer"])
     for table, rows in tables.items():
         report(f"generated_samples_{table}", rows, {"command": command})
     return tables
