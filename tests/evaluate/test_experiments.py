@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from helpers import TINY_SYNTH_SPEC
 from tumsyn.evaluate.experiments import (
@@ -20,7 +21,8 @@ from tumsyn.evaluate.experiments import (
     task_cases,
 )
 from tumsyn.metadata import load_protocols
-from tumsyn.models import build, make_pipeline, save_checkpoint
+from tumsyn.models import build, load_checkpoint, make_pipeline, save_checkpoint
+from tumsyn.models.routed import make_routed
 from tumsyn.simulate import CohortSettings, simulate_dataset
 
 TEXT = {"name": "text", "args": {"width": 16, "layers": 1, "heads": 2, "embed_dim": 16}}
@@ -126,3 +128,19 @@ def test_model_predictions_are_cached_per_case(
     again = evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
     assert again == rows and cached.stat().st_mtime_ns == before
     assert nib.load(cached).shape == load_case(cases[0], 11).truth.shape
+
+
+def test_a_routed_model_reads_each_case_with_its_sources_network(
+    dataset: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """A routed model whose T2w network is the plain model's scores T2w->T1w cases as the plain
+    model does (its T1w fallback, another network, would not)."""
+    plain = load_checkpoint(checkpoint)
+    torch.manual_seed(1)
+    routed = make_routed({"T1w": build(TINY_SYNTH_SPEC), "T2w": plain.synth}, "T1w")
+    save_checkpoint(tmp_path / "routed.safetensors", make_pipeline(plain.text, routed))
+    cases = task_cases(dataset, [("T2w", "T1w")], max_cases=1)
+    paths = {"plain": checkpoint, "routed": tmp_path / "routed.safetensors"}
+    methods = {name: model_method(path, None, patch_size=8) for name, path in paths.items()}
+    rows = evaluate_cases(cases, methods, slices=11, progress=False)
+    assert rows[0]["psnr"] == rows[1]["psnr"]

@@ -217,7 +217,8 @@ def model_method(checkpoint: str | os.PathLike, cache: Path | None, patch_size: 
             return np.asarray(nib.load(path).dataobj, dtype=np.float32)
         if synthesizer is None:
             synthesizer = Synthesizer.from_checkpoint(checkpoint, patch_size=patch_size)
-        image = synthesizer(data.source, data.case.target.prompt)
+        source = data.case.source.metadata  # its modality picks a routed model's network
+        image = synthesizer(data.source, data.case.target.prompt, input_modality=source.modality)
         prediction = np.asarray(image.dataobj, dtype=np.float32)
         if prediction.shape != data.truth.shape:
             raise ValueError(
