@@ -379,6 +379,7 @@ def add_synthesize(commands: Commands) -> None:
         "tumsyn synthesize sub-01_T1w.nii.gz -o sub-01_FLAIR.nii.gz --modality FLAIR",
         "tumsyn synthesize t1.nii.gz -o t2.nii.gz --modality T2w --voxel-size 1 1 1 --field 3",
         'tumsyn synthesize t1.nii.gz -o pd.nii.gz --prompt "Age: 70; Gender: F; ..."',
+        "tumsyn synthesize scan.nii.gz -o t1.nii.gz --modality T1w --input-modality T2w",
     )
     synthesize.add_argument("input", type=Path, help="source image (3D NIfTI)")
     synthesize.add_argument("-o", "--output", type=Path, required=True, help="output .nii.gz")
