@@ -98,6 +98,10 @@ def test_synthesizer_reads_each_input_with_its_modalitys_network(files) -> None:
         assert not any("modality" in warning for warning in image.warnings)
     assert not np.array_equal(unknown.get_fdata(), expected)  # the T1w network
     assert any("is not known, so it was read as T1w" in w for w in unknown.warnings)
+    other = routed(files["scan.nii.gz"], "FLAIR", input_modality="pd")
+    assert any("is PD, which it has no network for, so it was read as T1w" in w
+               for w in other.warnings)  # fmt: skip
+    np.testing.assert_array_equal(other.get_fdata(), unknown.get_fdata())
     plain = t2w_only(files["scan.nii.gz"], "FLAIR")
     assert not any("modality" in warning for warning in plain.warnings)
 

@@ -202,13 +202,10 @@ class Synthesizer:
         """How a model with a network per input modality reads an input of ``input_modality``
         with another one (its fallback): the input is then outside what that network learned."""
         synth = self.pipeline.synth
-        if not isinstance(synth, RoutedNetwork) or synth.route(input_modality) == input_modality:
+        known = None if input_modality is None else canonical_modality(input_modality)
+        if not isinstance(synth, RoutedNetwork) or synth.route(known) == known:
             return []
-        what = (
-            "not known"
-            if input_modality is None
-            else f"{input_modality}, which it has no network for"
-        )
+        what = "not known" if known is None else f"{known}, which it has no network for"
         return [
             f"the input's modality is {what}, so it was read as {synth.fallback} (name the input "
             "BIDS-style, e.g. sub-01_T2w.nii.gz, or give its modality: --input-modality)"
