@@ -79,7 +79,7 @@ def l1_rows(name: str, pipeline, samples: list) -> list[dict]:
         modality = None if protocol is None else protocol.modality
         error = float((_predict(pipeline, sample, modality) - target).abs().mean())
         own_mean = float((target - target.mean()).abs().mean())
-        kind = "physics input" if parameters.draw.protocol is not None else "random input"
+        kind = "physics input" if protocol is not None else "random input"
         for group in ("all", kind, f"target {parameters.target.modality}"):
             groups[group].append((error, own_mean))
     return [

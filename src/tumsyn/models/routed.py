@@ -119,20 +119,11 @@ def build_routed(config: RoutedConfig) -> RoutedNetwork:
 
 def make_routed(networks: dict[str, SynthesisNetwork], fallback: str) -> RoutedNetwork:
     """A routed model (with its spec) of trained networks, e.g. stage-2 runs' checkpoints."""
-    spec = load_config(
-        {
-            "name": "routed",
-            "args": {
-                "networks": {modality: n.spec for modality, n in networks.items()},
-                "fallback": fallback,
-            },
-        }
-    )
+    specs = {modality: network.spec for modality, network in networks.items()}
+    args = {"networks": specs, "fallback": fallback}
+    spec = load_config({"name": "routed", "args": args})  # modalities checked and canonical
     routed = RoutedNetwork(
-        {
-            modality: networks[name]
-            for modality, name in zip(spec["args"]["networks"], networks, strict=True)
-        },
+        {canonical_modality(modality): n for modality, n in networks.items()},
         spec["args"]["fallback"],
     )
     routed.spec = spec
