@@ -41,6 +41,7 @@ from tumsyn.data.generated import GeneratedPairs
 from tumsyn.infer.loading import checkpoint_path
 from tumsyn.metadata import default_protocol, load_protocols
 from tumsyn.models import load_checkpoint
+from tumsyn.models.checkpoint import read_checkpoint_metadata
 from tumsyn.models.liif import sample_grid
 from tumsyn.simulate import CohortSettings, cohort_subject
 from tumsyn.simulate.randomize import InputDraw, InputRandomizer
@@ -53,14 +54,17 @@ DIRECTIONS = (("T1w", "T2w"), ("T1w", "FLAIR"), ("T1w", "PD"), ("T1w", "T1w"),
               ("T2w", "T1w"), ("PD", "T2w"), ("T2w", "FLAIR"))  # fmt: skip
 
 
-def _pairs(physics_probability: float, length: int, seed: int) -> GeneratedPairs:
-    # the validation subjects of a stage-2 run with seed 0
+def _pairs(
+    physics_probability: float, length: int, seed: int, normalisation: str
+) -> GeneratedPairs:
+    """Samples of the validation subjects of a stage-2 run with seed 0, inputs scaled the way
+    the model was trained (its checkpoint's ``input_normalisation``)."""
     settings = CohortSettings(2, seed=validation_subject_seed(0), enhancing_fraction=0.3)
     subjects = [cohort_subject(settings, index) for index in (1, 2)]
     targets = [protocol.metadata for protocol in load_protocols("library")]
     inputs = InputRandomizer(physics_probability=physics_probability)
     return GeneratedPairs(subjects, targets, inputs, patch_size=32, queries=8000, length=length,
-                          seed=seed)  # fmt: skip
+                          seed=seed, normalisation=normalisation)  # fmt: skip
 
 
 def _predict(pipeline, sample: dict, input_modality: str | None) -> torch.Tensor:
@@ -104,21 +108,26 @@ def _brain_psnr(values: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> flo
     return round(float(10 * np.log10(1.0 / max(error, 1e-10))), 2)
 
 
-def transfer_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
-    """Mean prediction per target quintile (brain values) with ideal inputs."""
+def transfer_rows(
+    name: str, pipeline, pairs: GeneratedPairs, baseline: GeneratedPairs
+) -> list[dict]:
+    """Mean prediction per target quintile (brain values) with ideal inputs; the copy baselines
+    from ``baseline``'s samples (the same for every model: inputs scaled as the paper does)."""
     rows = []
     for source, modality in DIRECTIONS:
         ideal = _ideal_input(source)
         target = default_protocol(modality).metadata.replace(voxel_size=(2.0, 2.0, 2.0))
         for index in range(3):
-            sample = pairs.render(replace(pairs.parameters(index), draw=ideal, target=target))
+            parameters = replace(pairs.parameters(index), draw=ideal, target=target)
+            sample = pairs.render(parameters)
             truth = sample["target"][:, 0].numpy()
             output = _predict(pipeline, sample, source)[:, 0].numpy()
             brain = truth > 0.02
             edges = np.quantile(truth[brain], QUINTILES)
             means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
                      for lo, hi in itertools.pairwise(edges)]  # fmt: skip
-            copy = sample_grid(sample["source"][None], sample["coord"][None])[0, :, 0].numpy()
+            source = baseline.render(parameters)["source"][None]
+            copy = sample_grid(source, sample["coord"][None])[0, :, 0].numpy()
             rows.append({
                 "model": name, "direction": f"{source} -> {modality}", "patch": index,
                 "target quintile edges": " ".join(f"{e:.2f}" for e in edges),
@@ -151,17 +160,19 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     tables = {name: [] for name in ("l1", "transfer") if args.only in (None, name)}
-    if "l1" in tables:
-        pairs = _pairs(0.5, SAMPLES, seed=11)
-        samples = [(pairs.parameters(i), pairs[i]) for i in range(SAMPLES)]
-    ideal_pairs = _pairs(1.0, 3, seed=5)
     for item in args.models:
         name, _, path = item.partition("=")
-        pipeline = load_checkpoint(checkpoint_path(path or name)).eval()
+        path = checkpoint_path(path or name)
+        pipeline = load_checkpoint(path).eval()
+        scaling = read_checkpoint_metadata(path)["extra"].get("input_normalisation", "tumsyn")
         if "l1" in tables:
+            pairs = _pairs(0.5, SAMPLES, seed=11, normalisation=scaling)
+            samples = [(pairs.parameters(i), pairs[i]) for i in range(SAMPLES)]
             tables["l1"] += l1_rows(name, pipeline, samples)
         if "transfer" in tables:
-            tables["transfer"] += transfer_rows(name, pipeline, ideal_pairs)
+            ideal = _pairs(1.0, 3, seed=5, normalisation=scaling)
+            baseline = _pairs(1.0, 3, seed=5, normalisation="tumsyn")
+            tables["transfer"] += transfer_rows(name, pipeline, ideal, baseline)
     command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
     command += f" --only {args.only}" if args.only else ""
     if "transfer" in tables:

@@ -31,6 +31,14 @@ def _network(runs: list[str], fallback: str | None):
     return make_routed(networks, fallback or next(iter(named))), named
 
 
+def _input_normalisation(second: dict[str, dict]) -> str:
+    """The input scaling all stage-2 runs trained with (one file has one)."""
+    kinds = {extra.get("input_normalisation", "tumsyn") for extra in second.values()}
+    if len(kinds) != 1:
+        raise SystemExit(f"the stage-2 runs scale their inputs differently ({sorted(kinds)})")
+    return kinds.pop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         "coverage": coverage_from_prompts(prompts),
         "stage1": {"steps": first["step"], "metrics": first["metrics"]},
         "stage2": stage2,
+        "input_normalisation": _input_normalisation(second),
         "training_data": "simulated only (tumsyn simulate, scripts/train_release.sh)",
     }
     pipeline = make_pipeline(text_encoder, network)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tumsyn.data import VolumeCache, normalise_percentiles
-from tumsyn.data.volumes import normalise_like_official
+from tumsyn.data.volumes import normalise_like_official, normalise_scale
 from tumsyn.errors import ConfigError, ImageError, InputFileError
 from tumsyn.io import load_nifti
 
@@ -41,6 +41,24 @@ def test_official_scaling_uses_the_whole_volume():
     np.testing.assert_allclose(normalise_like_official(data), expected, atol=1e-6)
     assert np.mean(normalise_like_official(data) == 1.0) == pytest.approx(0.001, abs=2e-4)
     assert not normalise_like_official(np.zeros((3, 3, 3))).any()
+
+
+def test_scaling_keeps_the_darkest_tissue_apart_from_the_background():
+    # A T2w-like image: white matter (signal 1) fills most of the brain, CSF (4) a little.
+    data = np.zeros((20, 20, 20), dtype=np.float32)
+    data[2:18, 2:18, 2:18] = 1.0
+    data[8:12, 8:12, 8:12] = 4.0
+    scaled = normalise_scale(data)
+    assert scaled.dtype == np.float32 and scaled.shape == data.shape
+    np.testing.assert_allclose(scaled[data == 1.0], 0.25)  # its ratio to CSF, kept
+    np.testing.assert_allclose(scaled[data == 4.0], 1.0)
+    assert not scaled[data == 0].any()
+    assert normalise_percentiles(data)[data == 1.0].max() == 0.0  # what it avoids
+    hot = data.copy()
+    hot[10, 10, 10] = 40.0  # one voxel above the 99.5th percentile is clipped
+    assert normalise_scale(hot)[10, 10, 10] == 1.0
+    assert normalise_scale(hot)[data == 1.0].max() == pytest.approx(0.25)
+    assert not normalise_scale(np.zeros((3, 3, 3))).any()
 
 
 def test_percentiles_of_constant_and_empty_images():

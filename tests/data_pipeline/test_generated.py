@@ -64,6 +64,25 @@ def test_an_ideal_input_of_the_targets_protocol_shows_the_target(pairs: Generate
     assert inside.sum() > 100 and correlation > 0.98
 
 
+def test_inputs_are_scaled_as_the_normalisation_named() -> None:
+    """An ideal T2w input: white matter sits at 0 under the percentile scaling (model v1's) and
+    at its ratio to CSF under "scale"; an unknown name is refused."""
+    targets = [p.metadata for p in load_protocols("library")]
+    t2w = default_protocol("T2w").metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+    ideal = InputDraw(protocol=t2w, signals=None, voxel_size=(2.0, 2.0, 2.0),
+                      scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
+                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+    darkest = {}
+    for name in ("tumsyn", "scale"):
+        pairs = GeneratedPairs([make_subject(1)], targets, InputRandomizer(), patch_size=24,
+                               normalisation=name, length=1, seed=3)  # fmt: skip
+        source = pairs.render(replace(pairs.parameters(0), draw=ideal))["source"]
+        darkest[name] = float(np.percentile(source[source > 0].numpy(), 5))
+    assert darkest["tumsyn"] < 0.02 and darkest["scale"] > 0.15
+    with pytest.raises(ConfigError, match="normalisation 'minmax' is not one of"):
+        GeneratedPairs([make_subject(1)], targets, InputRandomizer(), normalisation="minmax")
+
+
 def test_input_modalities_keep_only_inputs_of_those_modalities() -> None:
     targets = [p.metadata for p in load_protocols("library")]
     only_t1 = GeneratedPairs([make_subject(1)], targets, InputRandomizer(),

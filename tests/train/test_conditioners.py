@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from tumsyn.cli import main
 from tumsyn.data import index_bids
+from tumsyn.infer import Synthesizer
 from tumsyn.metadata import ImagingMetadata, format_prompt
 from tumsyn.models import load_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
@@ -93,15 +94,29 @@ def test_stage2_trains_on_generated_samples_at_any_voxel_size(
     synth_config, cohort: Path, tmp_path: Path
 ) -> None:
     """``generator:`` instead of ``data:``: randomised inputs and 0.7-3 mm targets drawn from
-    virtual subjects; the pipeline's coverage says so and synthesize runs it."""
+    virtual subjects; the pipeline's coverage says so and synthesize runs it, scaling its inputs
+    as the run did."""
     generator = {"subjects": 1, "validation_subjects": 1, "samples_per_epoch": 4,
-                 "targets": "default"}  # fmt: skip
+                 "targets": "default", "input_normalisation": "scale"}  # fmt: skip
     config = synth_config(tmp_path, "generated", data=None, generator=generator,
                           conditioner="metadata")  # fmt: skip
     assert main(["train", str(config), "--quiet"]) == 0
     meta = read_checkpoint_metadata(tmp_path / "generated" / "pipeline.safetensors")
     assert meta["extra"]["coverage"]["voxel_size"] == [0.7, 3.0]
     assert {"val_psnr", "val_psnr_copy_source"} <= set(meta["extra"]["stage2"]["metrics"])
+    assert meta["extra"]["input_normalisation"] == "scale"
+    synthesizer = Synthesizer.from_checkpoint(tmp_path / "generated" / "pipeline.safetensors",
+                                              patch_size=12)  # fmt: skip
+    seen = []
+    synthesizer.pipeline.synth.encoder.register_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0].clone())
+    )
+    image = np.zeros((12, 12, 12), dtype=np.float32)
+    image[2:10, 2:10, 2:10] = np.random.default_rng(0).uniform(1.0, 2.0, (8, 8, 8))
+    synthesizer(image, "FLAIR", affine=np.eye(4))
+    inside = seen[0][0, 0] > 0
+    ratio = seen[0][0, 0][inside].min() / seen[0][0, 0][inside].max()
+    assert ratio > 0.45  # about 1/2 as in the image; the percentile scaling would give 0
     source = next(r.path for r in index_bids(cohort) if r.metadata.modality == "T1w")
     out = tmp_path / "flair.nii.gz"
     command = ["synthesize", str(source), "-o", str(out), "--modality", "FLAIR", "--quiet",

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tumsyn.data.synthesis import crop_padded
-from tumsyn.data.volumes import normalise_percentiles
+from tumsyn.data.volumes import NORMALISERS
 from tumsyn.errors import ConfigError
 from tumsyn.io import Grid
 from tumsyn.metadata import ImagingMetadata, format_prompt, prompt_without_subject
@@ -40,7 +40,7 @@ from tumsyn.simulate.sequences import signal
 
 __all__ = ["GeneratedPairs", "GeneratedParameters"]
 
-_PERCENTILES = (0.5, 99.5)  # as normalise_percentiles and inference
+_PERCENTILES = (0.5, 99.5)  # of targets, as tumsyn.data.volumes.normalise_percentiles
 _MAX_DRAWS = 1000  # input draws tried for one of ``input_modalities`` before giving up
 
 
@@ -71,6 +71,8 @@ class GeneratedPairs(Dataset):
         subject_dropout: probability that the prompt leaves out age and sex.
         input_modalities: if given, every input is a physical protocol of one of these
             modalities (draws of others are rejected): a model for, say, T1w inputs only.
+        normalisation: how inputs are scaled to [0, 1], a name of
+            :data:`tumsyn.data.volumes.NORMALISERS`; the checkpoint records it for inference.
         seed, length: base seed; samples per epoch.
     """
 
@@ -86,6 +88,7 @@ class GeneratedPairs(Dataset):
         anisotropic: float = 0.3,
         subject_dropout: float = 0.0,
         input_modalities: Sequence[str] = (),
+        normalisation: str = "tumsyn",
         seed: int = 0,
         length: int = 1000,
     ) -> None:
@@ -97,6 +100,11 @@ class GeneratedPairs(Dataset):
         self.target_voxel_size = target_voxel_size
         self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
         self.input_modalities = frozenset(input_modalities)
+        if normalisation not in NORMALISERS:
+            raise ConfigError(
+                f"normalisation {normalisation!r} is not one of {sorted(NORMALISERS)}"
+            )
+        self.normalise = NORMALISERS[normalisation]
         self.seed, self.length = int(seed), int(length)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -155,7 +163,7 @@ class GeneratedPairs(Dataset):
         centre = inverse[:3, :3] @ np.asarray(p.centre_mm) + inverse[:3, 3]
         start = np.rint(centre).astype(int) - self.patch_size // 2
         shape = (self.patch_size,) * 3
-        patch = crop_padded(normalise_percentiles(image), start, shape)
+        patch = crop_padded(self.normalise(image), start, shape)
         return patch, Grid(image.shape, affine).box(start, shape)
 
     def _target_scale(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:

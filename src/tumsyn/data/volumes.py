@@ -17,7 +17,7 @@ import numpy as np
 from tumsyn.errors import ConfigError, InputFileError
 from tumsyn.io import atomic_output, load_nifti
 
-__all__ = ["VolumeCache", "normalise_percentiles"]
+__all__ = ["NORMALISERS", "VolumeCache", "normalise_percentiles", "normalise_scale"]
 
 # Part of every cache key: change it when the normalisation changes, and old files are ignored.
 _CACHE_VERSION = "percentiles-0.5-99.5-v1"
@@ -64,7 +64,31 @@ def normalise_like_official(data: np.ndarray) -> np.ndarray:
     return np.clip((data - np.float32(bottom)) / np.float32(top - bottom), 0.0, 1.0)
 
 
-NORMALISERS = {"tumsyn": normalise_percentiles, "official": normalise_like_official}
+def normalise_scale(data: np.ndarray, high: float = 99.5) -> np.ndarray:
+    """Divide by the ``high`` percentile of the non-zero voxels, clipped to [0, 1].
+
+    Unlike :func:`normalise_percentiles` nothing is subtracted, so the darkest tissue keeps its
+    ratio to the brightest: pure white matter of a T2w (a quarter of its CSF) or the CSF of a
+    T1w would otherwise sit at the lower percentile, that is at 0, like the background, and a
+    network could tell them apart only by their surroundings (docs/decisions.md). Zero voxels
+    stay 0; an all-zero image stays all zero.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    foreground = data > 0
+    if not foreground.any():
+        return np.zeros(data.shape, dtype=np.float32)
+    top = np.float32(np.percentile(data[foreground], high))
+    scaled = np.clip(data / top, 0.0, 1.0)
+    scaled[~foreground] = 0.0
+    return scaled.astype(np.float32, copy=False)
+
+
+# How a model's inputs are scaled, by the name a checkpoint records as "input_normalisation".
+NORMALISERS = {
+    "tumsyn": normalise_percentiles,
+    "scale": normalise_scale,
+    "official": normalise_like_official,
+}
 
 
 class VolumeCache:

@@ -142,6 +142,7 @@ def _pipeline(conditioner, network, facts: dict, target_prompts: list[str]):
         "coverage": coverage_from_prompts(target_prompts),
         "stage2": {key: facts[key] for key in ("step", "metrics", "conditioner", "tasks")},
         "text_encoder": facts["text_encoder"],
+        "input_normalisation": facts["input_normalisation"],
         "training_data": "the data set of the run's configuration",
     }
     return pipeline, extra
@@ -203,6 +204,11 @@ def _cohort_data(config: SynthesisTrainConfig) -> _TrainingData:
     return _TrainingData(dataset, validation, targets, config.data.workers, prompts)
 
 
+def input_normalisation(config: SynthesisTrainConfig) -> str:
+    """How the run scales its inputs (a data set's volumes: always "tumsyn")."""
+    return config.generator.input_normalisation if config.generator else "tumsyn"
+
+
 def validation_subject_seed(seed: int) -> int:
     """The cohort seed of a generated run's validation subjects (apart from its training ones)."""
     return seed + 7919
@@ -222,7 +228,8 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
     targets = [protocol.metadata for protocol in load_protocols(g.targets)]
     settings = {"patch_size": config.patch_size, "queries": config.queries,
                 "target_voxel_size": g.target_voxel_size, "anisotropic": g.anisotropic,
-                "input_modalities": g.input_modalities}  # fmt: skip
+                "input_modalities": g.input_modalities,
+                "normalisation": g.input_normalisation}  # fmt: skip
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
                              length=g.samples_per_epoch, **settings)  # fmt: skip
@@ -311,6 +318,7 @@ def train_synthesis(
             "text_encoder": config.text_encoder,
             "tasks": [list(task) for task in config.tasks],
             "prompts": data.prompts or data.target_prompts,
+            "input_normalisation": input_normalisation(config),
         },
         export=lambda network, facts: _pipeline(conditioner, network, facts, data.target_prompts),
     )
