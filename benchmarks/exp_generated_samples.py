@@ -126,8 +126,8 @@ def transfer_rows(
             edges = np.quantile(truth[brain], QUINTILES)
             means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
                      for lo, hi in itertools.pairwise(edges)]  # fmt: skip
-            source = baseline.render(parameters)["source"][None]
-            copy = sample_grid(source, sample["coord"][None])[0, :, 0].numpy()
+            as_paper = baseline.render(parameters)["source"][None]
+            copy = sample_grid(as_paper, sample["coord"][None])[0, :, 0].numpy()
             rows.append({
                 "model": name, "direction": f"{source} -> {modality}", "patch": index,
                 "target quintile edges": " ".join(f"{e:.2f}" for e in edges),
