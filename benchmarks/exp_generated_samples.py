@@ -20,7 +20,10 @@ virtual subjects:
 Why it exists: whole-volume checks (``exp_colin27.py``) take minutes per model; this shows in one
 whether a training recipe has learned to map intensities or only the level of each contrast
 (docs/decisions.md, "Generated inputs alone do not train tumsyn-tiny").
-Writes benchmarks/results/generated_samples_{l1,transfer,transfer_mean}.json.
+3. **separation of prompts**: from the same ideal T1w, how far apart the model's FLAIR and its
+   SWI, PD, T2*w and T2w outputs are, beside how far apart the simulator's images are.
+
+Writes benchmarks/results/generated_samples_{l1,transfer,transfer_mean,separation}.json.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ SAMPLES = 48
 QUINTILES = np.linspace(0.0, 1.0, 6)
 DIRECTIONS = (("T1w", "T2w"), ("T1w", "FLAIR"), ("T1w", "PD"), ("T1w", "T1w"),
               ("T2w", "T1w"), ("PD", "T2w"), ("T2w", "FLAIR"))  # fmt: skip
+TABLES = ("l1", "transfer", "separation")
+SEPARATED = ("FLAIR", "SWI", "PD", "T2star", "T2w")  # FLAIR against each, from a T1w
 
 
 def _pairs(
@@ -102,6 +107,13 @@ def _ideal_input(modality: str) -> InputDraw:
                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
 
 
+def _ideal_parameters(pairs: GeneratedPairs, index: int, source: str, modality: str):
+    """Sample ``index``'s patch with an ideal 2 mm input of ``source`` and a 2 mm target of
+    ``modality``'s default protocol."""
+    target = default_protocol(modality).metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+    return replace(pairs.parameters(index), draw=_ideal_input(source), target=target)
+
+
 def _brain_psnr(values: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> float:
     """PSNR (dB, peak 1) of ``values`` against ``truth`` over the brain's queries."""
     error = np.mean((np.clip(values[brain], 0.0, 1.0) - truth[brain]) ** 2)
@@ -115,10 +127,8 @@ def transfer_rows(
     from ``baseline``'s samples (the same for every model: inputs scaled as the paper does)."""
     rows = []
     for source, modality in DIRECTIONS:
-        ideal = _ideal_input(source)
-        target = default_protocol(modality).metadata.replace(voxel_size=(2.0, 2.0, 2.0))
         for index in range(3):
-            parameters = replace(pairs.parameters(index), draw=ideal, target=target)
+            parameters = _ideal_parameters(pairs, index, source, modality)
             sample = pairs.render(parameters)
             truth = sample["target"][:, 0].numpy()
             output = _predict(pipeline, sample, source)[:, 0].numpy()
@@ -140,6 +150,27 @@ def transfer_rows(
     return rows
 
 
+def separation_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
+    """How far apart the model's outputs for two target contrasts are, from the same ideal T1w,
+    beside how far apart the simulator's are (mean absolute difference over the queries):
+    a model that cannot tell two prompts apart answers both alike."""
+    rows = []
+    for other in SEPARATED[1:]:
+        predicted, simulated = [], []
+        for index in range(3):
+            outputs, truths = [], []
+            for modality in (SEPARATED[0], other):
+                sample = pairs.render(_ideal_parameters(pairs, index, "T1w", modality))
+                outputs.append(_predict(pipeline, sample, "T1w")[:, 0].numpy())
+                truths.append(sample["target"][:, 0].numpy())
+            predicted.append(np.abs(outputs[0] - outputs[1]).mean())
+            simulated.append(np.abs(truths[0] - truths[1]).mean())
+        rows.append({"model": name, "contrasts": f"{SEPARATED[0]} vs {other}",
+                     "predictions apart": round(float(np.mean(predicted)), 3),
+                     "simulator apart": round(float(np.mean(simulated)), 3)})  # fmt: skip
+    return rows
+
+
 def transfer_means(rows: list[dict]) -> list[dict]:
     """The transfer table's numbers averaged over its patches, per model and direction."""
     groups = defaultdict(list)
@@ -156,10 +187,10 @@ def transfer_means(rows: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", metavar="NAME=PIPELINE")
-    parser.add_argument("--only", choices=("l1", "transfer"), help="compute one table only")
+    parser.add_argument("--only", choices=TABLES, help="compute one table only")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    tables = {name: [] for name in ("l1", "transfer") if args.only in (None, name)}
+    tables = {name: [] for name in TABLES if args.only in (None, name)}
     for item in args.models:
         name, _, path = item.partition("=")
         path = checkpoint_path(path or name)
@@ -173,6 +204,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             ideal = _pairs(1.0, 3, seed=5, normalisation=scaling)
             baseline = _pairs(1.0, 3, seed=5, normalisation="tumsyn")
             tables["transfer"] += transfer_rows(name, pipeline, ideal, baseline)
+        if "separation" in tables:
+            ideal = _pairs(1.0, 3, seed=5, normalisation=scaling)
+            tables["separation"] += separation_rows(name, pipeline, ideal)
     command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
     command += f" --only {args.only}" if args.only else ""
     if "transfer" in tables:
