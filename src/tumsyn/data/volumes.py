@@ -70,8 +70,8 @@ def normalise_scale(data: np.ndarray, high: float = 99.5) -> np.ndarray:
     Unlike :func:`normalise_percentiles` nothing is subtracted, so the darkest tissue keeps its
     ratio to the brightest: pure white matter of a T2w (a quarter of its CSF) or the CSF of a
     T1w would otherwise sit at the lower percentile, that is at 0, like the background, and a
-    network could tell them apart only by their surroundings (docs/decisions.md). Zero voxels
-    stay 0; an all-zero image stays all zero.
+    network could tell them apart only by their surroundings (docs/decisions.md). Zero (and
+    negative, which no magnitude image has) voxels become 0; an all-zero image stays all zero.
     """
     data = np.asarray(data, dtype=np.float32)
     foreground = data > 0
