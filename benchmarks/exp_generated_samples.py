@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
 from tumsyn.data.generated import GeneratedPairs
+from tumsyn.data.volumes import recorded_normalisation
 from tumsyn.infer.loading import checkpoint_path
 from tumsyn.metadata import default_protocol, load_protocols
 from tumsyn.models import load_checkpoint
@@ -191,21 +192,20 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     tables = {name: [] for name in TABLES if args.only in (None, name)}
+    baseline = _pairs(1.0, 3, seed=5, normalisation="tumsyn")  # the same for every model
     for item in args.models:
         name, _, path = item.partition("=")
         path = checkpoint_path(path or name)
         pipeline = load_checkpoint(path).eval()
-        scaling = read_checkpoint_metadata(path)["extra"].get("input_normalisation", "tumsyn")
+        scaling = recorded_normalisation(read_checkpoint_metadata(path)["extra"])
         if "l1" in tables:
             pairs = _pairs(0.5, SAMPLES, seed=11, normalisation=scaling)
             samples = [(pairs.parameters(i), pairs[i]) for i in range(SAMPLES)]
             tables["l1"] += l1_rows(name, pipeline, samples)
+        ideal = _pairs(1.0, 3, seed=5, normalisation=scaling)
         if "transfer" in tables:
-            ideal = _pairs(1.0, 3, seed=5, normalisation=scaling)
-            baseline = _pairs(1.0, 3, seed=5, normalisation="tumsyn")
             tables["transfer"] += transfer_rows(name, pipeline, ideal, baseline)
         if "separation" in tables:
-            ideal = _pairs(1.0, 3, seed=5, normalisation=scaling)
             tables["separation"] += separation_rows(name, pipeline, ideal)
     command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
     command += f" --only {args.only}" if args.only else ""

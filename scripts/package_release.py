@@ -16,6 +16,7 @@ import argparse
 
 import torch
 
+from tumsyn.data.volumes import recorded_normalisation
 from tumsyn.infer.coverage import coverage_from_prompts
 from tumsyn.models import load_checkpoint, make_pipeline, save_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
@@ -33,7 +34,7 @@ def _network(runs: list[str], fallback: str | None):
 
 def _input_normalisation(second: dict[str, dict]) -> str:
     """The input scaling all stage-2 runs trained with (one file has one)."""
-    kinds = {extra.get("input_normalisation", "tumsyn") for extra in second.values()}
+    kinds = {recorded_normalisation(extra) for extra in second.values()}
     if len(kinds) != 1:
         raise SystemExit(f"the stage-2 runs scale their inputs differently ({sorted(kinds)})")
     return kinds.pop()

@@ -17,7 +17,13 @@ import numpy as np
 from tumsyn.errors import ConfigError, InputFileError
 from tumsyn.io import atomic_output, load_nifti
 
-__all__ = ["NORMALISERS", "VolumeCache", "normalise_percentiles", "normalise_scale"]
+__all__ = [
+    "NORMALISERS",
+    "VolumeCache",
+    "normalise_percentiles",
+    "normalise_scale",
+    "recorded_normalisation",
+]
 
 # Part of every cache key: change it when the normalisation changes, and old files are ignored.
 _CACHE_VERSION = "percentiles-0.5-99.5-v1"
@@ -79,8 +85,8 @@ def normalise_scale(data: np.ndarray, high: float = 99.5) -> np.ndarray:
         return np.zeros(data.shape, dtype=np.float32)
     top = np.float32(np.percentile(data[foreground], high))
     scaled = np.clip(data / top, 0.0, 1.0)
-    scaled[~foreground] = 0.0
-    return scaled.astype(np.float32, copy=False)
+    scaled[~foreground] = 0.0  # NaN too
+    return scaled
 
 
 # How a model's inputs are scaled, by the name a checkpoint records as "input_normalisation".
@@ -89,6 +95,12 @@ NORMALISERS = {
     "scale": normalise_scale,
     "official": normalise_like_official,
 }
+
+
+def recorded_normalisation(extra: dict) -> str:
+    """The input scaling a checkpoint's facts name; checkpoints from before the choice existed
+    were all trained with "tumsyn"."""
+    return extra.get("input_normalisation", "tumsyn")
 
 
 class VolumeCache:

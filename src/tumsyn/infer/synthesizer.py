@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from tumsyn.data.volumes import NORMALISERS
+from tumsyn.data.volumes import NORMALISERS, recorded_normalisation
 from tumsyn.distributed import environment_world
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.coverage import coverage_warnings
@@ -236,7 +236,7 @@ class Synthesizer:
             blend=options.blend,
             batch=options.batch,
             device=self.device,
-            normalise=NORMALISERS[self.meta["extra"].get("input_normalisation", "tumsyn")],
+            normalise=NORMALISERS[recorded_normalisation(self.meta["extra"])],
             progress=progress,
             plane=plane,
         )
