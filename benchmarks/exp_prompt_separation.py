@@ -5,9 +5,9 @@
 For the default 3 T protocol of FLAIR against each other modality's (1 mm, no age or sex), the
 cosine similarity of the pooled prompt vectors (what stage 1's contrastive loss shapes) and of the
 prompts' mean token features (what a per-voxel cross-attention reads, roughly: it averages tokens
-with learned weights). A pair close in the second but not the first is one that a plain ``voxel``
-fusion struggles to tell apart and the ``voxel_film`` fusion reads from the summary token
-(docs/decisions.md). CHECKPOINT: pipelines or stage-1 checkpoints (default: the bundled model).
+with learned weights). Why it exists: model v2's FLAIR comes out like its SWI, and this shows how
+close the text tower puts their prompts (docs/decisions.md, "FLAIR: not the prompt").
+CHECKPOINT: pipelines or stage-1 checkpoints (default: the bundled model).
 Prints a table and writes benchmarks/results/prompt_separation.json.
 """
 
