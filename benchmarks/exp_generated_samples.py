@@ -22,8 +22,12 @@ whether a training recipe has learned to map intensities or only the level of ea
 (docs/decisions.md, "Generated inputs alone do not train tumsyn-tiny").
 3. **separation of prompts**: from the same ideal T1w, how far apart the model's FLAIR and its
    SWI, PD, T2*w and T2w outputs are, beside how far apart the simulator's images are.
+4. **the map a model learned**: from the same ideal T1w (two patches), the mean target and the
+   mean prediction of FLAIR and PD in each tenth of the input's brain values: the intensity map
+   the simulator asks for (FLAIR's rises from CSF to grey matter and falls to white matter)
+   beside the one the model answers, e.g. the same shape but flattened.
 
-Writes benchmarks/results/generated_samples_{l1,transfer,transfer_mean,separation}.json.
+Writes benchmarks/results/generated_samples_{l1,transfer,transfer_mean,separation,map}.json.
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ SAMPLES = 48
 QUINTILES = np.linspace(0.0, 1.0, 6)
 DIRECTIONS = (("T1w", "T2w"), ("T1w", "FLAIR"), ("T1w", "PD"), ("T1w", "T1w"),
               ("T2w", "T1w"), ("PD", "T2w"), ("T2w", "FLAIR"))  # fmt: skip
-TABLES = ("l1", "transfer", "separation")
+TABLES = ("l1", "transfer", "separation", "map")
+MAPPED = ("FLAIR", "PD")  # target contrasts of the map table, from an ideal T1w
+DECILES = np.linspace(0.0, 1.0, 11)
 SEPARATED = ("FLAIR", "SWI", "PD", "T2star", "T2w")  # FLAIR against each, from a T1w
 
 
@@ -172,6 +178,29 @@ def separation_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
     return rows
 
 
+def map_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
+    """Mean target and prediction per tenth of the input's brain values (input > 0.05 at the
+    queries), from an ideal T1w, over two patches."""
+    rows = []
+    for modality in MAPPED:
+        inputs, truths, outputs = [], [], []
+        for index in range(2):
+            sample = pairs.render(_ideal_parameters(pairs, index, "T1w", modality))
+            inputs.append(sample_grid(sample["source"][None], sample["coord"][None])[0, :, 0])
+            truths.append(sample["target"][:, 0])
+            outputs.append(_predict(pipeline, sample, "T1w")[:, 0])
+        values, truth, output = (torch.cat(x).numpy() for x in (inputs, truths, outputs))
+        brain = values > 0.05
+        edges = np.quantile(values[brain], DECILES)
+        for tenth, (lo, hi) in enumerate(itertools.pairwise(edges), start=1):
+            chosen = brain & (values >= lo) & (values <= hi)
+            rows.append({"model": name, "target": modality, "input tenth": tenth,
+                         "input": round(float(values[chosen].mean()), 2),
+                         "target mean": round(float(truth[chosen].mean()), 2),
+                         "prediction": round(float(output[chosen].mean()), 2)})  # fmt: skip
+    return rows
+
+
 def transfer_means(rows: list[dict]) -> list[dict]:
     """The transfer table's numbers averaged over its patches, per model and direction."""
     groups = defaultdict(list)
@@ -207,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             tables["transfer"] += transfer_rows(name, pipeline, ideal, baseline)
         if "separation" in tables:
             tables["separation"] += separation_rows(name, pipeline, ideal)
+        if "map" in tables:
+            tables["map"] += map_rows(name, pipeline, ideal)
     command = "python benchmarks/exp_generated_samples.py " + " ".join(args.models)
     command += f" --only {args.only}" if args.only else ""
     if "transfer" in tables:
