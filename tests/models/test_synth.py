@@ -175,28 +175,6 @@ def test_voxel_fusion_ignores_masked_tokens_and_uses_real_ones() -> None:
         assert not torch.allclose(fusion(x, changed_real, mask), reference)
 
 
-def test_voxel_pooled_is_the_voxel_block_given_the_pooled_vector() -> None:
-    torch.manual_seed(5)
-    specs = {
-        kind: {
-            "name": "synth",
-            "args": {
-                **TINY_SYNTH_SPEC["args"],
-                "fusion": {**TINY_SYNTH_SPEC["args"]["fusion"], "kind": kind},
-            },
-        }
-        for kind in ("voxel", "voxel_pooled")
-    }
-    tokens_network, pooled_network = build(specs["voxel"]).eval(), build(specs["voxel_pooled"])
-    pooled_network.load_state_dict(tokens_network.state_dict())  # the same parameters
-    assert pooled_network.pooled_text and not tokens_network.pooled_text
-    feat, pooled = torch.randn(1, 8, 3, 3, 3), torch.randn(1, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(
-            pooled_network.eval().condition(feat, pooled), tokens_network.condition(feat, pooled)
-        )
-
-
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="features"):
         ResidualEncoder3D(features=0)
@@ -266,6 +244,6 @@ def test_a_new_fusion_kind_is_one_registered_builder() -> None:
     finally:
         module._FUSIONS.pop("pass-through")
     with pytest.raises(
-        ConfigError, match="unknown fusion kind 'pass-through'; known: global, voxel, voxel_pooled"
+        ConfigError, match="unknown fusion kind 'pass-through'; known: global, voxel"
     ):
         build(spec)

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from helpers import TINY_SYNTH_SPEC
 from tumsyn.cli import main
 from tumsyn.infer.coverage import coverage_from_prompts
 from tumsyn.metadata import prompt_without_subject
@@ -81,14 +80,6 @@ def test_stage2_fine_tunes_from_a_checkpoints_network(synth_config, tmp_path, ca
                        for key, value in weights["base"].items())
              for name in ("tuned", "fresh")}  # fmt: skip
     assert close == {"tuned": True, "fresh": False}
-    # A network with the same parameters but the pooled prompt vector starts from it too.
-    pooled = {"model": {"name": "synth", "args": {**TINY_SYNTH_SPEC["args"], "fusion": {
-        **TINY_SYNTH_SPEC["args"]["fusion"], "kind": "voxel_pooled"}}}}  # fmt: skip
-    assert main(["train", str(synth_config(tmp_path, "pooled", init=str(base), **still,
-                                           **pooled)), "--quiet"]) == 0  # fmt: skip
-    tuned = dict(load_checkpoint(tmp_path / "pooled" / "model.safetensors").named_parameters())
-    assert all(torch.allclose(tuned[key], value, atol=1e-6)
-               for key, value in weights["base"].items())  # fmt: skip
     # Another architecture is refused in one line, before any training.
     other = synth_config(tmp_path, "other", init="tumsyn-tiny")
     assert main(["train", str(other), "--quiet"]) == 2

@@ -87,7 +87,7 @@ def _known(table: dict[str, _Kind], what: str, kind: str) -> str:
 
 
 class FusionConfig(StrictConfig):
-    kind: str = "voxel"  # registered: "global" (official single vector), "voxel", "voxel_pooled"
+    kind: str = "voxel"  # a registered fusion: "global" (official single vector), "voxel"
     heads: int = 8
     mlp_ratio: float = 4.0
     depth: int = 1
@@ -209,11 +209,7 @@ def _global_fusion(config: SynthConfig) -> nn.Module:
 
 
 @register_fusion("voxel", pooled_text=False, check=_check_no_quirks)
-@register_fusion("voxel_pooled", pooled_text=True, check=_check_no_quirks)
 def _voxel_fusion(config: SynthConfig) -> nn.Module:
-    """``voxel``: every voxel attends over the prompt's tokens; ``voxel_pooled``: the same block
-    given only the pooled prompt vector (one token, so every voxel gets the same text value),
-    for text towers whose tokens hardly tell two contrasts apart (docs/decisions.md)."""
     f = config.fusion
     return VoxelCrossAttentionFusion(
         dim=config.encoder.out_channels,

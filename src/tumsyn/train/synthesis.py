@@ -100,22 +100,17 @@ def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> 
 
 def initial_weights(model: SynthesisNetwork, checkpoint: str) -> None:
     """Copy the synthesis network of ``checkpoint`` (a stage-2 checkpoint, a pipeline or a
-    bundled model's name) into ``model``, which must have the same architecture, or the same
-    parameters (e.g. the ``voxel`` fusion's weights into a ``voxel_pooled`` one)."""
+    bundled model's name) into ``model``, which must have the same architecture."""
     loaded = load_checkpoint(checkpoint_path(checkpoint))
     network = loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded
     if not isinstance(network, SynthesisNetwork):
         raise ConfigError(f"init: {checkpoint} holds no synthesis network (stage 2 or pipeline)")
-    if network.spec != model.spec and _parameter_shapes(network) != _parameter_shapes(model):
+    if network.spec != model.spec:
         raise ConfigError(
             f"init: {checkpoint} holds a different architecture than this run's model: "
             f"expected {model.spec['args']}, found {network.spec['args']}"
         )
     model.load_state_dict(network.state_dict())
-
-
-def _parameter_shapes(network: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(value.shape) for name, value in network.state_dict().items()}
 
 
 def _network_spec(config: SynthesisTrainConfig, conditioner: nn.Module) -> dict:
