@@ -23,7 +23,7 @@ whether a training recipe has learned to map intensities or only the level of ea
 3. **separation of prompts**: from the same ideal T1w, how far apart the model's FLAIR and its
    SWI, PD, T2*w and T2w outputs are, beside how far apart the simulator's images are.
 4. **the map a model learned**: from the same ideal T1w (two patches), the mean target and the
-   mean prediction of FLAIR and PD in each tenth of the input's brain values: the intensity map
+   mean prediction of FLAIR, SWI and PD in each tenth of the input's brain values: the map
    the simulator asks for (FLAIR's rises from CSF to grey matter and falls to white matter)
    beside the one the model answers, e.g. the same shape but flattened.
 
@@ -61,7 +61,7 @@ QUINTILES = np.linspace(0.0, 1.0, 6)
 DIRECTIONS = (("T1w", "T2w"), ("T1w", "FLAIR"), ("T1w", "PD"), ("T1w", "T1w"),
               ("T2w", "T1w"), ("PD", "T2w"), ("T2w", "FLAIR"))  # fmt: skip
 TABLES = ("l1", "transfer", "separation", "map")
-MAPPED = ("FLAIR", "PD")  # target contrasts of the map table, from an ideal T1w
+MAPPED = ("FLAIR", "SWI", "PD")  # target contrasts of the map table, from an ideal T1w
 DECILES = np.linspace(0.0, 1.0, 11)
 SEPARATED = ("FLAIR", "SWI", "PD", "T2star", "T2w")  # FLAIR against each, from a T1w
 
