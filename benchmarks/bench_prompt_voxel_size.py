@@ -30,6 +30,11 @@ def text_tower(path: Path):
     return model.text if hasattr(model, "text") else model.text_encoder()
 
 
+def checkpoint_label(path: Path) -> str:
+    """A run folder's name for its ``model.safetensors``, else the file's name."""
+    return path.parent.name if path.name == "model.safetensors" else path.name
+
+
 def embedding(tower, modality: str, size: float) -> torch.Tensor:
     metadata = default_protocol(modality).metadata.replace(voxel_size=(size,) * 3)
     with torch.no_grad():
@@ -45,11 +50,10 @@ def main(paths: list[Path]) -> None:
         for m in MODALITIES:
             same = {s: float(at[(m, s)] @ at[(m, 2.0)]) for s in (0.8, 1.0, 3.0)}
             other = max(float(at[(m, 1.0)] @ at[(o, 2.0)]) for o in MODALITIES if o != m)
-            name = path.parent.name if path.name == "model.safetensors" else path.name
             rows.append({
-                "checkpoint": name, "modality": m, "same_0.8": round(same[0.8], 3),
-                "same_1": round(same[1.0], 3), "same_3": round(same[3.0], 3),
-                "nearest_other_1": round(other, 3),
+                "checkpoint": checkpoint_label(path), "modality": m,
+                "same_0.8": round(same[0.8], 3), "same_1": round(same[1.0], 3),
+                "same_3": round(same[3.0], 3), "nearest_other_1": round(other, 3),
             })  # fmt: skip
     command = "python benchmarks/bench_prompt_voxel_size.py " + " ".join(map(str, paths))
     report("prompt_voxel_size", rows, {"command": command})

@@ -6,7 +6,7 @@ For the default 3 T protocol of FLAIR against each other modality's (1 mm, no ag
 cosine similarity of the pooled prompt vectors (what stage 1's contrastive loss shapes) and of the
 prompts' mean token features (what a per-voxel cross-attention reads, roughly: it averages tokens
 with learned weights). Why it exists: model v2's FLAIR comes out like its SWI, and this shows how
-close the text tower puts their prompts (docs/decisions.md, "FLAIR: not the prompt").
+close the text tower puts their prompts (docs/decisions.md, "FLAIR is answered as SWI").
 CHECKPOINT: pipelines or stage-1 checkpoints (default: the bundled model).
 Prints a table and writes benchmarks/results/prompt_separation.json.
 """
@@ -20,7 +20,7 @@ import torch
 from torch.nn.functional import cosine_similarity
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_prompt_voxel_size import text_tower
+from bench_prompt_voxel_size import checkpoint_label, text_tower
 from common import report
 from tumsyn.infer.loading import bundled_checkpoint_path
 from tumsyn.metadata import default_protocol, format_prompt
@@ -35,8 +35,9 @@ def prompt(modality: str) -> str:
 
 @torch.no_grad()
 def pooled_and_mean_token(tower, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-    pooled = tower.features([prompt(modality)], pooled=True)[0][0]
-    tokens, mask = tower.features([prompt(modality)], pooled=False)
+    text = prompt(modality)
+    pooled = tower.features([text], pooled=True)[0][0]
+    tokens, mask = tower.features([text], pooled=False)
     return pooled, tokens[0][mask[0]].mean(dim=0)
 
 
@@ -45,11 +46,10 @@ def main(paths: list[Path]) -> None:
     for path in paths:
         tower = text_tower(path)
         features = {m: pooled_and_mean_token(tower, m) for m in MODALITIES}
-        name = path.parent.name if path.name == "model.safetensors" else path.name
         for other in (m for m in MODALITIES if m != REFERENCE):
             (pooled, mean), (pooled_other, mean_other) = features[REFERENCE], features[other]
             rows.append({
-                "checkpoint": name, "prompts": f"{REFERENCE} vs {other}",
+                "checkpoint": checkpoint_label(path), "prompts": f"{REFERENCE} vs {other}",
                 "pooled cosine": round(float(cosine_similarity(pooled, pooled_other, dim=0)), 3),
                 "mean-token cosine": round(float(cosine_similarity(mean, mean_other, dim=0)), 3),
             })  # fmt: skip
