@@ -174,6 +174,15 @@ def test_every_command_has_help_with_an_example(capsys) -> None:
         assert exit.value.code == 0 and "examples:" in out and f"tumsyn {command}" in out
 
 
+def test_top_level_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    out = capsys.readouterr().out
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert exit.value.code == 0 and all(command in out for command in commands)
+    assert "95% interval" in out  # a literal percent sign in a command's help
+
+
 def test_prompt_from_a_real_dicom_with_a_non_conforming_age(capsys) -> None:
     # nibabel ships this Siemens file; its PatientAge is "99", without the unit letter DICOM asks.
     import nibabel

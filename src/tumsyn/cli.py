@@ -79,7 +79,7 @@ def _command(
     """A subcommand with its help, examples and handler."""
     sub = commands.add_parser(
         name,
-        help=help,
+        help=help.replace("%", "%%"),  # argparse %-formats the command list's help strings
         description=help,
         epilog=_examples(*examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
