@@ -14,7 +14,7 @@ from tumsyn.metadata import (
     ImagingMetadata,
     find_participant,
     metadata_from_sidecar,
-    modality_from_bids_name,
+    modality_from_file_name,
     prompt_voxel_size,
     sidecar_path,
 )
@@ -77,7 +77,7 @@ def summarise_image(
         metadata = metadata_from_sidecar(sidecar, participant=participant, voxel_size=voxel_size)
     else:
         metadata = ImagingMetadata(
-            modality=modality_from_bids_name(path.name), voxel_size=voxel_size
+            modality=modality_from_file_name(path.name), voxel_size=voxel_size
         )
     return ImageSummary(
         path=path,

@@ -16,6 +16,7 @@ from tumsyn.metadata import (
     find_participant,
     metadata_from_sidecar,
     modality_from_bids_name,
+    modality_from_file_name,
     read_participants,
     sidecar_path,
 )
@@ -54,6 +55,23 @@ def make_bids(root: Path, name: str, sidecar: dict, participants: str | None) ->
 )
 def test_modality_from_bids_name(name: str, modality: str | None) -> None:
     assert modality_from_bids_name(name) == modality
+
+
+@pytest.mark.parametrize(
+    ("name", "modality"),
+    [
+        ("sub-01_ce-gadolinium_T1w.nii.gz", "T1CE"),  # a BIDS name is read as BIDS
+        ("IXI002-Guys-0828-T2.nii.gz", "T2w"),  # IXI's names
+        ("IXI002-Guys-0828-PD.nii.gz", "PD"),
+        ("sub-01_T1w_brain.nii.gz", "T1w"),  # a derivative's extra word
+        ("patient 7 flair.nii", "FLAIR"),
+        ("IXI002-Guys-0828-MRA.nii.gz", None),
+        ("brain.nii.gz", None),
+    ],
+)
+def test_modality_from_file_name(name: str, modality: str | None) -> None:
+    assert modality_from_file_name(name) == modality
+    assert modality_from_bids_name("IXI002-Guys-0828-T2.nii.gz") is None  # BIDS stays strict
 
 
 def test_sidecar_seconds_become_milliseconds(tmp_path: Path) -> None:

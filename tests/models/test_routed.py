@@ -45,7 +45,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     start = [(n - 24) // 2 for n in image.shape]
     crop = image.slicer[tuple(slice(s, s + 24) for s in start)]
     data = np.asarray(crop.dataobj, dtype=np.float32)
-    for name in ("sub-01_T2w.nii.gz", "scan.nii.gz"):
+    for name in ("sub-01_T2w.nii.gz", "IXI002-Guys-0828-T2.nii.gz", "scan.nii.gz"):
         nib.save(nib.Nifti1Image(data, crop.affine), folder / name)
         paths[name] = folder / name
     return paths
@@ -91,9 +91,10 @@ def test_synthesizer_reads_each_input_with_its_modalitys_network(files) -> None:
     t2w_only = Synthesizer.from_checkpoint(files["t2w"], device="cpu")
     expected = t2w_only(files["sub-01_T2w.nii.gz"], "FLAIR").get_fdata()
     by_name = routed(files["sub-01_T2w.nii.gz"], "FLAIR")
+    by_ixi_name = routed(files["IXI002-Guys-0828-T2.nii.gz"], "FLAIR")
     given = routed(files["scan.nii.gz"], "FLAIR", input_modality="T2w")
     unknown = routed(files["scan.nii.gz"], "FLAIR")
-    for image in (by_name, given):
+    for image in (by_name, by_ixi_name, given):
         np.testing.assert_array_equal(image.get_fdata(), expected)
         assert not any("modality" in warning for warning in image.warnings)
     assert not np.array_equal(unknown.get_fdata(), expected)  # the T1w network

@@ -31,7 +31,7 @@ from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.target import checked_prompt, resolve_target
 from tumsyn.infer.volume import synthesize_volume
 from tumsyn.io import Volume, as_volume, check_grid_size, load_nifti, nifti_image
-from tumsyn.metadata import ImagingMetadata, canonical_modality, modality_from_bids_name
+from tumsyn.metadata import ImagingMetadata, canonical_modality, modality_from_file_name
 from tumsyn.models.checkpoint import load_checkpoint
 from tumsyn.models.pipeline import SynthesisPipeline
 from tumsyn.models.routed import RoutedNetwork
@@ -153,9 +153,11 @@ class Synthesizer:
             fields: metadata fields that win over the target's (``te=100``, ``age=70``,
                 ``voxel_size=(0.8, 0.8, 0.8)``). Without a voxel size the input's is kept.
             progress: wraps the iterator over patch batches (e.g. ``tqdm``).
-            input_modality: the modality of ``image`` (default: from a BIDS file name such as
-                ``sub-01_T2w.nii.gz``); a model with a network per input modality reads the
-                image with that one (:mod:`tumsyn.models.routed`), others ignore it.
+            input_modality: the modality of ``image`` (default: what its file name tells,
+                ``sub-01_T2w.nii.gz`` or ``IXI002-Guys-0828-T2.nii.gz``:
+                :func:`~tumsyn.metadata.modality_from_file_name`); a model with a network per
+                input modality reads the image with that one (:mod:`tumsyn.models.routed`),
+                others ignore it.
 
         Returns:
             The synthesized image on the input's field of view in world space, at the target
@@ -169,7 +171,7 @@ class Synthesizer:
         if input_modality is not None:
             input_modality = canonical_modality(input_modality)
         elif source_path is not None:
-            input_modality = modality_from_bids_name(source_path.name)
+            input_modality = modality_from_file_name(source_path.name)
         volume = self._volume(image, affine)
         metadata = self.target(
             target, source=source_path, source_voxel_size=volume.voxel_size, **fields
@@ -208,7 +210,7 @@ class Synthesizer:
         what = "not known" if known is None else f"{known}, which it has no network for"
         return [
             f"the input's modality is {what}, so it was read as {synth.fallback} (name the input "
-            "BIDS-style, e.g. sub-01_T2w.nii.gz, or give its modality: --input-modality)"
+            "with its modality, e.g. sub-01_T2w.nii.gz, or give its modality: --input-modality)"
         ]
 
     def synthesize_arrays(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "find_participant",
     "metadata_from_sidecar",
     "modality_from_bids_name",
+    "modality_from_file_name",
     "participant_fields",
     "read_participants",
     "sidecar_from_metadata",
@@ -121,6 +123,25 @@ def modality_from_bids_name(name: str) -> str | None:
     if modality == "T2star" and entities.get("rec", "").lower() == "swi":
         return "SWI"
     return modality
+
+
+def modality_from_file_name(name: str) -> str | None:
+    """The modality a user's file name states: its BIDS suffix, else the last of its words
+    (split at ``-``, ``_``, ``.`` and spaces) that names one, as in public data sets' names
+    (IXI's ``IXI002-Guys-0828-T2.nii.gz``, ``t1_mprage.nii``); ``None`` if no word does.
+
+    Only for routing a user's input (a wrong guess costs a worse image, and an explicit modality
+    wins); a BIDS data set is indexed by :func:`modality_from_bids_name` alone.
+    """
+    from_bids = modality_from_bids_name(name)
+    if from_bids is not None:
+        return from_bids
+    for word in reversed(re.split(r"[-_.\s]+", _strip_nifti_suffix(Path(name).name))):
+        try:
+            return canonical_modality(word)
+        except MetadataError:
+            continue
+    return None
 
 
 def bids_image_name(

@@ -25,7 +25,7 @@ from tumsyn.infer.files import synthesize_file
 from tumsyn.infer.preview import PlanePreview
 from tumsyn.infer.synthesizer import Synthesizer
 from tumsyn.io import Volume, load_nifti
-from tumsyn.metadata import ImagingMetadata, modality_from_bids_name
+from tumsyn.metadata import ImagingMetadata, modality_from_file_name
 
 __all__ = ["Job", "Source", "UnknownItem", "UploadTooLarge", "Workspace"]
 
@@ -56,8 +56,9 @@ class Source:
 
     @property
     def modality(self) -> str | None:
-        """The modality its file name tells, BIDS-style (``sub-01_T2w.nii.gz``), if any."""
-        return modality_from_bids_name(self.name)
+        """The modality its file name tells (``sub-01_T2w.nii.gz``, ``IXI002-Guys-0828-T2.nii.gz``),
+        if any."""
+        return modality_from_file_name(self.name)
 
     def preview(self, synthesizer: Synthesizer) -> PlanePreview:
         """The source's plane previewer (its patch features are kept between requests)."""
