@@ -12,7 +12,13 @@ import torch.nn.functional as F
 import tumsyn.models.synth  # noqa: F401  (registers the "synth" family)
 from helpers import DATA, TINY_SYNTH_SPEC
 from tumsyn.errors import ConfigError
-from tumsyn.models.fusion import GatedFeedForward, GlobalTextFusion, VoxelCrossAttentionFusion
+from tumsyn.models.fusion import (
+    GatedFeedForward,
+    GlobalTextFusion,
+    ModulatedVoxelFusion,
+    VoxelCrossAttentionFusion,
+    summary_token,
+)
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres, sample_grid
 from tumsyn.models.registry import build, load_config
 from tumsyn.models.residual_encoder import ResidualEncoder3D
@@ -175,6 +181,34 @@ def test_voxel_fusion_ignores_masked_tokens_and_uses_real_ones() -> None:
         assert not torch.allclose(fusion(x, changed_real, mask), reference)
 
 
+def test_summary_token_is_each_prompts_last_real_token() -> None:
+    tokens = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    assert summary_token(tokens, mask)[:, 0].tolist() == [2.0, 7.0]
+    assert summary_token(tokens, None)[:, 0].tolist() == [3.0, 7.0]
+
+
+def test_modulated_fusion_starts_as_the_plain_one_and_reads_the_summary_token() -> None:
+    torch.manual_seed(4)
+    plain = VoxelCrossAttentionFusion(dim=16, text_dim=8, heads=2).eval()
+    modulated = ModulatedVoxelFusion(dim=16, text_dim=8, heads=2).eval()
+    missing = modulated.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["to_scale_shift.weight", "to_scale_shift.bias"]
+    x, tokens = torch.randn(2, 16, 3, 3, 3), torch.randn(2, 5, 8)
+    mask = torch.tensor([[True, True, True, False, False]] * 2)
+    with torch.no_grad():
+        torch.testing.assert_close(modulated(x, tokens, mask), plain(x, tokens, mask))
+        torch.nn.init.normal_(modulated.to_scale_shift.weight)
+        reference = modulated(x, tokens, mask)
+        changed_summary, changed_padding = tokens.clone(), tokens.clone()
+        changed_summary[:, 2] += torch.randn(8)  # the end token: plain fusion barely notices
+        changed_padding[:, 3:] = 100.0
+        torch.testing.assert_close(modulated(x, changed_padding, mask), reference)
+        moved = (modulated(x, changed_summary, mask) - reference).abs().mean()
+        moved_plain = (plain(x, changed_summary, mask) - plain(x, tokens, mask)).abs().mean()
+        assert moved > 3 * moved_plain
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="features"):
         ResidualEncoder3D(features=0)
@@ -244,6 +278,6 @@ def test_a_new_fusion_kind_is_one_registered_builder() -> None:
     finally:
         module._FUSIONS.pop("pass-through")
     with pytest.raises(
-        ConfigError, match="unknown fusion kind 'pass-through'; known: global, voxel"
+        ConfigError, match="unknown fusion kind 'pass-through'; known: global, voxel, voxel_film"
     ):
         build(spec)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from helpers import TINY_SYNTH_SPEC
 from tumsyn.cli import main
 from tumsyn.infer.coverage import coverage_from_prompts
 from tumsyn.metadata import prompt_without_subject
@@ -80,6 +81,20 @@ def test_stage2_fine_tunes_from_a_checkpoints_network(synth_config, tmp_path, ca
                        for key, value in weights["base"].items())
              for name in ("tuned", "fresh")}  # fmt: skip
     assert close == {"tuned": True, "fresh": False}
+    # A fusion that extends the checkpoint's starts from it, its own parameters at zero.
+    film = {"model": {"name": "synth", "args": {**TINY_SYNTH_SPEC["args"], "fusion": {
+        **TINY_SYNTH_SPEC["args"]["fusion"], "kind": "voxel_film"}}}}  # fmt: skip
+    extended = synth_config(tmp_path, "film", init=str(base), **still, **film)
+    assert main(["train", str(extended), "--quiet"]) == 0
+    tuned = dict(load_checkpoint(tmp_path / "film" / "model.safetensors").named_parameters())
+    assert all(
+        torch.allclose(tuned[key], value, atol=1e-6) for key, value in weights["base"].items()
+    )
+    assert tuned["fusion.to_scale_shift.weight"].abs().max() < 1e-6
+    # ... but not the other way round: the plain fusion cannot hold the extension.
+    reverse = synth_config(tmp_path, "reverse", init=str(tmp_path / "film" / "model.safetensors"))
+    assert main(["train", str(reverse), "--quiet"]) == 2
+    assert "holds a different architecture" in capsys.readouterr().err
     # Another architecture is refused in one line, before any training.
     other = synth_config(tmp_path, "other", init="tumsyn-tiny")
     assert main(["train", str(other), "--quiet"]) == 2

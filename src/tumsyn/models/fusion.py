@@ -14,6 +14,12 @@ Two blocks, both ending in the official gated depth-wise feed-forward and channe
   features (all positions up to the end token, not only the pooled vector), scaled dot-product
   attention with residual connections and pre-normalisation, so that different voxels can read
   different parts of the prompt.
+- :class:`ModulatedVoxelFusion` adds to it a channel-wise scale and shift of every voxel's
+  features from the prompt's summary token (FiLM, Perez et al. 2018). Why: a stage-1 text tower
+  separates two prompts by their summary (the pooled vector that CLIP's loss shapes) far more than
+  by the average of their tokens, which the cross-attention mostly reads: tumsyn's bmlip-v2 puts a
+  3 T FLAIR and an SWI prompt at cosine 0.87 pooled but 0.998 averaged over tokens, and its
+  networks could not tell the two apart (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from torch import nn
 
 from tumsyn.models.layers import MLP, ChannelLayerNorm
 
-__all__ = ["GlobalTextFusion", "VoxelCrossAttentionFusion"]
+__all__ = ["GlobalTextFusion", "ModulatedVoxelFusion", "VoxelCrossAttentionFusion"]
 
 
 def _check_heads(dim: int, heads: int) -> None:
@@ -210,3 +216,40 @@ class VoxelCrossAttentionFusion(nn.Module):
         for block in self.blocks:
             x = block(x, tokens, text_mask)
         return x
+
+
+def summary_token(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The last real token of each prompt ``(B, L, E) -> (B, E)``: a causal (CLIP-style) text
+    tower's end token, whose projection is the pooled prompt vector; a one-token conditioner's
+    only token."""
+    if mask is None:
+        return tokens[:, -1]
+    last = mask.long().cumsum(dim=1).argmax(dim=1)  # first index of the highest count: last True
+    return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+
+
+class ModulatedVoxelFusion(VoxelCrossAttentionFusion):
+    """:class:`VoxelCrossAttentionFusion`, then ``x * (1 + scale) + shift`` per channel, with
+    ``scale`` and ``shift`` a linear map of the layer-normalised summary token
+    (:func:`summary_token`).
+
+    The map starts at zero, so the block starts as the plain voxel fusion: a network trained
+    without it can be fine-tuned into this one (``init:`` of stage-2 training).
+    """
+
+    def __init__(
+        self, *, dim: int, text_dim: int, heads: int = 8, mlp_ratio: float = 4.0, depth: int = 1
+    ) -> None:
+        super().__init__(dim=dim, text_dim=text_dim, heads=heads, mlp_ratio=mlp_ratio, depth=depth)
+        self.to_scale_shift = nn.Linear(text_dim, 2 * dim)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(
+        self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        tokens = text[:, None, :] if text.ndim == 2 else text
+        summary = summary_token(tokens, text_mask)
+        summary = F.layer_norm(summary, summary.shape[-1:])
+        scale, shift = self.to_scale_shift(summary)[:, :, None, None, None].chunk(2, dim=1)
+        return super().forward(x, tokens, text_mask) * (1 + scale) + shift

@@ -16,7 +16,11 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from tumsyn.config import StrictConfig
-from tumsyn.models.fusion import GlobalTextFusion, VoxelCrossAttentionFusion
+from tumsyn.models.fusion import (
+    GlobalTextFusion,
+    ModulatedVoxelFusion,
+    VoxelCrossAttentionFusion,
+)
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder
 from tumsyn.models.registry import register
 from tumsyn.models.residual_encoder import ResidualEncoder3D
@@ -24,6 +28,7 @@ from tumsyn.models.residual_encoder import ResidualEncoder3D
 __all__ = [
     "SynthConfig",
     "SynthesisNetwork",
+    "extends_spec",
     "fusion_takes_pooled_text",
     "register_decoder",
     "register_fusion",
@@ -45,6 +50,7 @@ class _Kind:
     build: Callable[[SynthConfig], nn.Module]
     check: Callable[[SynthConfig], None]
     pooled_text: bool = False  # a fusion that takes the pooled prompt vector, not its tokens
+    extends: str | None = None  # a fusion that is this kind plus parameters starting as identity
 
 
 _FUSIONS: dict[str, _Kind] = {}
@@ -63,10 +69,14 @@ def _no_check(config: SynthConfig) -> None:
     """Every combination of settings is valid for this kind."""
 
 
-def register_fusion(kind: str, *, pooled_text: bool, check=_no_check) -> Callable:
+def register_fusion(
+    kind: str, *, pooled_text: bool, check=_no_check, extends: str | None = None
+) -> Callable:
     """Register a fusion builder ``(SynthConfig) -> module`` under ``kind`` (LIIF's registry:
-    a new way of conditioning is one registered builder, not an ``if`` on a string)."""
-    return _registrar(_FUSIONS, kind, pooled_text=pooled_text, check=check)
+    a new way of conditioning is one registered builder, not an ``if`` on a string).
+    ``extends``: the kind whose parameters this one holds too, its own starting as the identity
+    (a checkpoint of that kind can initialise this one: :func:`extends_spec`)."""
+    return _registrar(_FUSIONS, kind, pooled_text=pooled_text, check=check, extends=extends)
 
 
 def register_decoder(kind: str, *, check=_no_check) -> Callable:
@@ -80,6 +90,17 @@ def fusion_takes_pooled_text(kind: str) -> bool:
     return _FUSIONS[kind].pooled_text
 
 
+def extends_spec(spec: dict, base: dict) -> bool:
+    """Whether network ``spec`` is ``base`` with its fusion replaced by one that extends it, so
+    that ``base``'s weights initialise every parameter but the extension's."""
+    fusion = spec["args"]["fusion"]
+    extended = _FUSIONS[_known(_FUSIONS, "fusion", fusion["kind"])].extends
+    if extended is None:
+        return False
+    args = {**spec["args"], "fusion": {**fusion, "kind": extended}}
+    return {**spec, "args": args} == base
+
+
 def _known(table: dict[str, _Kind], what: str, kind: str) -> str:
     if kind not in table:
         raise ValueError(f"unknown {what} kind {kind!r}; known: {', '.join(sorted(table))}")
@@ -87,7 +108,7 @@ def _known(table: dict[str, _Kind], what: str, kind: str) -> str:
 
 
 class FusionConfig(StrictConfig):
-    kind: str = "voxel"  # a registered fusion: "global" (official single vector), "voxel"
+    kind: str = "voxel"  # registered: "global" (official single vector), "voxel", "voxel_film"
     heads: int = 8
     mlp_ratio: float = 4.0
     depth: int = 1
@@ -208,16 +229,28 @@ def _global_fusion(config: SynthConfig) -> nn.Module:
     )
 
 
-@register_fusion("voxel", pooled_text=False, check=_check_no_quirks)
-def _voxel_fusion(config: SynthConfig) -> nn.Module:
-    f = config.fusion
-    return VoxelCrossAttentionFusion(
-        dim=config.encoder.out_channels,
-        text_dim=config.text_dim,
-        heads=f.heads,
-        mlp_ratio=f.mlp_ratio,
-        depth=f.depth,
-    )
+def _voxel_fusion(fusion: type[VoxelCrossAttentionFusion]) -> Callable[[SynthConfig], nn.Module]:
+    """The builder of a per-voxel cross-attention fusion class (plain or modulated)."""
+
+    def build_fusion(config: SynthConfig) -> nn.Module:
+        f = config.fusion
+        return fusion(
+            dim=config.encoder.out_channels,
+            text_dim=config.text_dim,
+            heads=f.heads,
+            mlp_ratio=f.mlp_ratio,
+            depth=f.depth,
+        )
+
+    return build_fusion
+
+
+register_fusion("voxel", pooled_text=False, check=_check_no_quirks)(
+    _voxel_fusion(VoxelCrossAttentionFusion)
+)
+register_fusion("voxel_film", pooled_text=False, check=_check_no_quirks, extends="voxel")(
+    _voxel_fusion(ModulatedVoxelFusion)
+)
 
 
 @register_decoder("official")

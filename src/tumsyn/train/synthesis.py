@@ -43,6 +43,7 @@ from tumsyn.models import (
 from tumsyn.models.conditioners import site_label
 from tumsyn.models.liif import sample_grid
 from tumsyn.models.pipeline import SynthesisPipeline, text_tower_spec
+from tumsyn.models.synth import extends_spec
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.loop import Stage, run_records, train
 from tumsyn.train.sampling import EpochShuffle
@@ -100,17 +101,19 @@ def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> 
 
 def initial_weights(model: SynthesisNetwork, checkpoint: str) -> None:
     """Copy the synthesis network of ``checkpoint`` (a stage-2 checkpoint, a pipeline or a
-    bundled model's name) into ``model``, which must have the same architecture."""
+    bundled model's name) into ``model``, which must have the same architecture, or one whose
+    fusion extends the checkpoint's (:func:`~tumsyn.models.synth.extends_spec`: the extension's
+    parameters keep their identity start)."""
     loaded = load_checkpoint(checkpoint_path(checkpoint))
     network = loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded
     if not isinstance(network, SynthesisNetwork):
         raise ConfigError(f"init: {checkpoint} holds no synthesis network (stage 2 or pipeline)")
-    if network.spec != model.spec:
+    if network.spec != model.spec and not extends_spec(model.spec, network.spec):
         raise ConfigError(
             f"init: {checkpoint} holds a different architecture than this run's model: "
             f"expected {model.spec['args']}, found {network.spec['args']}"
         )
-    model.load_state_dict(network.state_dict())
+    model.load_state_dict(network.state_dict(), strict=network.spec == model.spec)
 
 
 def _network_spec(config: SynthesisTrainConfig, conditioner: nn.Module) -> dict:
