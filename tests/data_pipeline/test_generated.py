@@ -86,9 +86,9 @@ def test_inputs_are_scaled_as_the_normalisation_named() -> None:
 def test_input_modalities_keep_only_inputs_of_those_modalities() -> None:
     targets = [p.metadata for p in load_protocols("library")]
     only_t1 = GeneratedPairs([make_subject(1)], targets, InputRandomizer(),
-                             input_modalities=["T1w"], length=20, seed=3)  # fmt: skip
+                             input_modalities=["t1"], length=20, seed=3)  # fmt: skip
     draws = [only_t1.parameters(i).draw for i in range(20)]
-    assert all(d.protocol is not None and d.protocol.modality == "T1w" for d in draws)
+    assert all(d.protocol is not None and d.protocol.modality == "T1w" for d in draws)  # alias
     assert len({d.protocol.tr for d in draws}) == 20  # still random protocols
     impossible = GeneratedPairs([make_subject(1)], targets, InputRandomizer(),
                                 input_modalities=["T1CE"], length=1)  # fmt: skip

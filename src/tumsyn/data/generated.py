@@ -31,7 +31,12 @@ from tumsyn.data.synthesis import crop_padded
 from tumsyn.data.volumes import NORMALISERS
 from tumsyn.errors import ConfigError
 from tumsyn.io import Grid
-from tumsyn.metadata import ImagingMetadata, format_prompt, prompt_without_subject
+from tumsyn.metadata import (
+    ImagingMetadata,
+    canonical_modality,
+    format_prompt,
+    prompt_without_subject,
+)
 from tumsyn.metadata.augment import random_prompt_voxel_size
 from tumsyn.simulate import Anatomy, render_on
 from tumsyn.simulate.randomize import InputDraw, InputRandomizer, render_input
@@ -99,7 +104,7 @@ class GeneratedPairs(Dataset):
         self.patch_size, self.queries = int(patch_size), int(queries)
         self.target_voxel_size = target_voxel_size
         self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
-        self.input_modalities = frozenset(input_modalities)
+        self.input_modalities = frozenset(canonical_modality(m) for m in input_modalities)
         if normalisation not in NORMALISERS:
             raise ConfigError(
                 f"normalisation {normalisation!r} is not one of {sorted(NORMALISERS)}"
