@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tumsyn.simulate import make_subject
+from tumsyn.simulate.contrast import in_textbook_order, tissue_signals
 from tumsyn.simulate.randomize import InputRandomizer, draw_protocol, render_input
 from tumsyn.simulate.sequences import sequence_for, signal
 from tumsyn.simulate.tissues import TISSUES, tissue_properties
@@ -38,6 +39,20 @@ def test_protocols_cover_every_family_and_are_physical() -> None:
         assert metadata.te < metadata.tr and (metadata.ti is None or metadata.ti < metadata.tr)
         values = signal(tissue_properties(metadata.field_strength), metadata)
         assert np.isfinite(values).all()
+
+
+def test_textbook_order_keeps_only_protocols_whose_tissues_are_in_their_familys_order() -> None:
+    def protocols(randomizer: InputRandomizer) -> list:
+        return [randomizer.make_params(np.random.default_rng(seed)).protocol for seed in range(300)]
+
+    wide = protocols(InputRandomizer(physics_probability=1.0))
+    kept = protocols(InputRandomizer(physics_probability=1.0, textbook_order=True))
+    assert not all(in_textbook_order(p) for p in wide if p.modality == "T1w")  # e.g. a PD-like GRE
+    assert all(in_textbook_order(p) for p in kept)
+    assert {str(p.modality) for p in kept} == {"T1w", "T2w", "FLAIR", "PD", "T2star", "SWI"}
+    assert len({p.tr for p in kept if p.modality == "T1w"}) > 50  # timings still random
+    gm, wm = (tissue_signals(next(p for p in kept if p.modality == "T2w"))[t] for t in ("GM", "WM"))
+    assert gm > wm  # T2w: CSF > GM > WM
 
 
 def test_random_contrasts_take_every_grey_white_ordering() -> None:

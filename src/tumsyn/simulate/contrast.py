@@ -29,8 +29,10 @@ __all__ = [
     "contrast_problems",
     "contrast_ranges",
     "expected_contrast",
+    "in_textbook_order",
     "pure_tissue_ratios",
     "ratio_problems",
+    "textbook_order",
     "tissue_signals",
 ]
 
@@ -122,11 +124,28 @@ def ratio_problems(
             if not low <= ratios[name] <= high:
                 problems.append(f"{name} {ratios[name]:.2f} outside [{low:g}, {high:g}]")
     brightness = {"WM": 1.0, "GM": ratios["GM/WM"], "CSF": ratios["CSF/WM"]}
-    ordered = [brightness[t] for t in expected.order]
-    if any(a <= b for a, b in pairwise(ordered)):
+    if not _in_order(brightness, expected.order):
         actual = sorted(expected.order, key=lambda t: -brightness[t])
         problems.append(f"order {' > '.join(actual)}, expected {' > '.join(expected.order)}")
     return problems
+
+
+def _in_order(brightness: dict[str, float], order: tuple[str, ...]) -> bool:
+    return all(brightness[a] > brightness[b] for a, b in pairwise(order))
+
+
+def textbook_order(metadata: ImagingMetadata) -> tuple[str, ...]:
+    """Tissues from brightest to darkest in real images of the protocol's sequence family, at
+    any field strength (the table's order does not depend on it); empty where it states none
+    (SWI) or has no entry for the family."""
+    family = contrast_family(metadata)
+    return next((r.order for r in contrast_ranges().values() if r.family == family), ())
+
+
+def in_textbook_order(metadata: ImagingMetadata) -> bool:
+    """Whether a protocol's pure-tissue signals (tabulated properties) are in its family's
+    :func:`textbook_order`: a T1-weighted gradient echo at a 4 degree flip angle is not."""
+    return _in_order(tissue_signals(metadata), textbook_order(metadata))
 
 
 def expected_contrast(metadata: ImagingMetadata) -> ContrastRange:
