@@ -133,7 +133,6 @@ class InputRandomizer(StrictConfig):
             mask_margin_mm=float(rng.uniform(*self.mask_margin_mm)),
         )
 
-
     def _protocol(self, rng: np.random.Generator) -> ImagingMetadata:
         while True:  # terminates: most draws of every family are in order (tests/simulate)
             protocol = draw_protocol(rng)
