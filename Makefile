@@ -63,7 +63,7 @@ demo: setup
 	done
 	$(VENV)/bin/tumsyn montage $(DEMO_OUT)/montage.png $(EXAMPLE) \
 		$(DEMO_OUT)/sub-icbm152_FLAIR.nii.gz $(DEMO_OUT)/sub-icbm152_T2w.nii.gz \
-		$(DEMO_OUT)/sub-icbm152_PD.nii.gz --title "bundled T1w -> synthesized (tumsyn-tiny)"
+		$(DEMO_OUT)/sub-icbm152_PD.nii.gz --title "bundled T1w -> synthesized (tumsyn-v2)"
 
 # pytest exits with 5 when it collected no test at all; that is a failure for us, said plainly.
 test: setup bids-validator browser

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Train the model v2 candidate (tumsyn-v2) on the CPU, in resumable pieces: rerun the script after
-# an interruption and every stage continues where it stopped. Not shipped yet (README, "Model v2").
+# Train model v2 (tumsyn-v2, the bundled default) on the CPU, in resumable pieces: rerun the script
+# after an interruption and every stage continues where it stopped (README, "Model card").
 #
 #   bash scripts/train_release.sh        # hours on 2 CPU cores; see the README's model card
 #
 # 1. simulate 24 subjects scanned with the 25 protocols of the packaged library (1.5/3/7 T, four
 #    vendors, all seven contrasts) on a common 2 mm grid, for stage 1;
 # 2. stage 1: bmlip-tiny, contrastive text-image pre-training with each prompt's voxel size drawn
-#    from 0.7-3 mm (configs/bmlip-v2.yaml);
-# 3. stage 2: one tumsyn-tiny network per input modality (T1w, T2w, PD), each fine-tuned from model
-#    v1 on the frozen stage-1 text encoder, on samples generated on the fly from virtual subjects:
-#    randomised inputs of that modality's sequence family at any resolution, scaled by division
-#    (input_normalisation: scale), exact targets of the library's protocols at 0.7-3 mm
-#    (configs/synth-v2-t1.yaml, -t2.yaml, -pd.yaml; one network for every input family
-#    collapsed, docs/decisions.md);
+#    from 0.7-3 mm and a contrastive batch of 32 (configs/bmlip-v2-b32.yaml; with v1's batch of 8
+#    the tower put FLAIR and SWI prompts nearly together, docs/decisions.md);
+# 3. stage 2: one tumsyn-tiny-film network per input modality (T1w, T2w, PD) on the frozen stage-1
+#    text encoder, trained on samples generated on the fly from virtual subjects: randomised
+#    inputs of that modality's sequence family at any resolution, scaled by division
+#    (input_normalisation: scale), exact targets of the library's protocols at 0.7-3 mm. The T1w
+#    network: model v1's fine-tuned (configs/synth-v2-t1-b32.yaml), given the FiLM fusion
+#    (-t1-film.yaml), then trained on inputs in the T1w tissue order (-t1-film-tb.yaml); the T2w
+#    and PD networks start from the second of these (configs/synth-v2-t2-film.yaml,
+#    -pd-film.yaml). One network for every input family collapsed (docs/decisions.md);
 # 4. plot the training curves (docs/figures/training_curves.png);
 # 5. bundle text tower + networks into the shipped checkpoint, a routed model whose T1w network
 #    also reads inputs of other or unknown modality (float16, with training coverage).
-# Outputs: runs/bmlip-v2/ and runs/synth-v2-{t1,t2,pd}/ (model.safetensors, metrics.csv, state.pt).
+# Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/
+# (model.safetensors, metrics.csv, state.pt) and runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
 set -euo pipefail
@@ -32,12 +36,15 @@ fi
 train() {  # train COMMAND CONFIG RUN: start, or resume a stopped run (a finished one is kept)
     if [ -f "$3/state.pt" ]; then "$tumsyn" "$1" "$2" --resume; else "$tumsyn" "$1" "$2"; fi
 }
-train train-text configs/bmlip-v2.yaml runs/bmlip-v2
-for network in t1 t2 pd; do
-    train train "configs/synth-v2-$network.yaml" "runs/synth-v2-$network"
-done
-.venv/bin/python scripts/plot_training.py runs/bmlip-v2/metrics.csv runs/synth-v2-t1/metrics.csv \
-    docs/figures/training_curves.png
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2/model.safetensors \
-    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1/model.safetensors \
-    T2w=runs/synth-v2-t2/model.safetensors PD=runs/synth-v2-pd/model.safetensors --fallback T1w
+train train-text configs/bmlip-v2-b32.yaml runs/bmlip-v2-b32
+train train configs/synth-v2-t1-b32.yaml runs/synth-v2-t1-b32
+train train configs/synth-v2-t1-film.yaml runs/synth-v2-t1-b32-film
+train train configs/synth-v2-t1-film-tb.yaml runs/synth-v2-t1-b32-film-tb
+train train configs/synth-v2-t2-film.yaml runs/synth-v2-t2-b32-film
+train train configs/synth-v2-pd-film.yaml runs/synth-v2-pd-b32-film
+.venv/bin/python scripts/plot_training.py runs/bmlip-v2-b32/metrics.csv \
+    runs/synth-v2-t1-b32/metrics.csv docs/figures/training_curves.png
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2-b32/model.safetensors \
+    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-b32-film-tb/model.safetensors \
+    T2w=runs/synth-v2-t2-b32-film/model.safetensors PD=runs/synth-v2-pd-b32-film/model.safetensors \
+    --fallback T1w

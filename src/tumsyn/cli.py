@@ -323,7 +323,7 @@ def _add_synthesis_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         metavar="FILE",
-        help="pipeline checkpoint, or a bundled model's name (default: tumsyn-tiny); for the "
+        help="pipeline checkpoint, or a bundled model's name (default: tumsyn-v2); for the "
         "published official "
         "weights run: tumsyn convert-official checkpoint.pt OUT.safetensors --text "
         "checkpoint_CLIP.pt",
@@ -764,7 +764,7 @@ def add_serve(commands: Commands) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--checkpoint", default=None, metavar="FILE",
                        help="pipeline checkpoint, or a bundled model's name (default: "
-                       "tumsyn-tiny)")  # fmt: skip
+                       "tumsyn-v2)")  # fmt: skip
     serve.add_argument("--max-upload-mb", type=int, default=512, metavar="MB",
                        help="largest upload accepted (default 512)")  # fmt: skip
     serve.add_argument("--keep-minutes", type=float, default=60.0, metavar="MIN",

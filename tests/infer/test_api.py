@@ -139,7 +139,8 @@ def test_with_options_keeps_the_model_and_the_device(synth) -> None:
 
 
 def test_bundled_models_are_chosen_by_name(synth) -> None:
-    assert synth.name == BUNDLED_CHECKPOINTS[0] == "tumsyn-tiny"  # the default
+    assert synth.name == BUNDLED_CHECKPOINTS[0] == "tumsyn-v2"  # the default
+    assert "tumsyn-tiny" in BUNDLED_CHECKPOINTS  # model v1 stays, its numbers reproducible
     for name in BUNDLED_CHECKPOINTS:  # a name (str or, from a CLI, Path) finds its own file
         assert read_pipeline_metadata(Path(name))["extra"]["name"] == name
     with pytest.raises(InputFileError):

@@ -134,7 +134,7 @@ def test_dataset_description(flair: Made) -> None:
     assert content["Name"] == "tumsyn synthesis: FLAIR from T1w (tiny)"
     (generated,) = content["GeneratedBy"]
     assert generated["Name"] == "tumsyn" and generated["Version"] == __version__
-    assert "tumsyn-tiny" in generated["Description"]
+    assert "tumsyn-v2" in generated["Description"]
     uri = flair.root.resolve().as_uri()
     assert content["SourceDatasets"] == [{"URL": uri, "DOI": "doi:10.0/tiny"}]
     assert content["DatasetLinks"] == {"raw": uri}

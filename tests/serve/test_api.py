@@ -44,7 +44,7 @@ def test_the_page_the_viewer_and_the_model(client) -> None:
     viewer = client.get("/niivue.umd.js")
     assert viewer.status_code == 200 and "Niivue" in viewer.text
     model = client.get("/api/model").json()
-    assert model["name"] == "tumsyn-tiny"
+    assert model["name"] == "tumsyn-v2"
     assert set(model["modalities"]) == {"T1w", "T2w", "FLAIR", "SWI", "T2star", "PD", "T1CE"}
     assert model["modalities"]["FLAIR"]["ti"] > 0 and "Siemens" in model["manufacturers"]
 

@@ -18,9 +18,9 @@ __all__ = [
     "read_pipeline_metadata",
 ]
 
-# The models shipped inside the package, the default first (model v1; a v2 joins it when one
-# passes issue 14's checks, and v1 stays so that its numbers remain reproducible).
-BUNDLED_CHECKPOINTS = ("tumsyn-tiny",)
+# The models shipped inside the package, the default first: model v2 (a network per input
+# modality, README "Model card"), then model v1, kept so that its numbers remain reproducible.
+BUNDLED_CHECKPOINTS = ("tumsyn-v2", "tumsyn-tiny")
 BUNDLED_CHECKPOINT = BUNDLED_CHECKPOINTS[0]
 
 

@@ -89,7 +89,7 @@ class Synthesizer:
         options: SynthesisOptions | None = None,
         **option_values: Any,
     ) -> Synthesizer:
-        """Load a pipeline checkpoint (default: the bundled ``tumsyn-tiny``).
+        """Load a pipeline checkpoint (default: the bundled ``tumsyn-v2``).
 
         Args:
             checkpoint: a ``.safetensors`` pipeline (``tumsyn convert-official`` makes one of the
