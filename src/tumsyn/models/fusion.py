@@ -17,9 +17,10 @@ Two blocks, both ending in the official gated depth-wise feed-forward and channe
 - :class:`ModulatedVoxelFusion` adds to it a channel-wise scale and shift of every voxel's
   features from the prompt's summary token (FiLM, Perez et al. 2018). Why: a stage-1 text tower
   separates two prompts by their summary (the pooled vector that CLIP's loss shapes) far more than
-  by the average of their tokens, which the cross-attention mostly reads: tumsyn's bmlip-v2 puts a
-  3 T FLAIR and an SWI prompt at cosine 0.87 pooled but 0.998 averaged over tokens, and its
-  networks could not tell the two apart (docs/decisions.md).
+  by the average of their tokens, which the cross-attention mostly reads (model v2's tower: a 3 T
+  FLAIR and an SWI prompt at cosine 0.16 pooled, 0.77 averaged over tokens). Model v2's networks
+  use it; with it their FLAIR nulls CSF and their SWI follows its target (docs/decisions.md,
+  "FLAIR is answered as SWI").
 """
 
 from __future__ import annotations
