@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/contrast_table.py
 
 For each packaged default protocol at 1.5 T and 3 T and each library protocol: the sequence
-family, the pure-tissue GM/WM and CSF/WM ratios of the simulator's signal equations
+family, the pure-tissue GM/WM, CSF/WM and vein/WM ratios of the simulator's signal equations
 (``tumsyn.simulate.contrast``), the range real images of that family show
 (``contrast_ranges.yaml``), how well that range is known (measured, derived, estimate) and what
 departs from it. Orderings and measured/derived ranges are enforced by the tests; estimated
@@ -48,6 +48,8 @@ def rows() -> list[dict]:
             "real GM/WM": "{:g}-{:g}".format(*expected.gm_wm),
             "CSF/WM": round(ratios["CSF/WM"], 2),
             "real CSF/WM": "{:g}-{:g}".format(*expected.csf_wm),
+            "VEIN/WM": round(ratios["VEIN/WM"], 2),
+            "real VEIN/WM": "{:g}-{:g}".format(*expected.vein_wm) if expected.vein_wm else "-",
             "real order": " > ".join(expected.order) or "-",
             "evidence": expected.evidence,
             "departs": "; ".join(problems) or "-",

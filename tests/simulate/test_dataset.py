@@ -62,7 +62,7 @@ def test_layout_and_names(dataset: Path) -> None:
     assert json.loads((derivatives / "dataset_description.json").read_text())["DatasetType"] == (
         "derivative"
     )
-    assert len(list(derivatives.glob("sub-*/anat/*_probseg.nii.gz"))) == 2 * 5
+    assert len(list(derivatives.glob("sub-*/anat/*_probseg.nii.gz"))) == 2 * 6
 
 
 def test_sidecars_give_back_the_protocols(dataset: Path) -> None:

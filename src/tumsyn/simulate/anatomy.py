@@ -13,7 +13,8 @@ What varies between subjects:
 - age: atrophy grows after 25 years: ventricles expand (a radial displacement around each lateral
   ventricle) and sulci widen (cortical grey matter next to CSF turns into CSF);
 - white-matter hyperintensities: their number grows with age, preferably periventricular;
-- optionally an enhancing lesion: an enhancing rim around a non-enhancing core, with oedema.
+- optionally an enhancing lesion: an enhancing rim around a non-enhancing core, with oedema;
+- veins (medullary, subependymal, cortical; :mod:`tumsyn.simulate.veins`), deformed with the rest.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from scipy import ndimage
 
 from tumsyn.io import Grid
 from tumsyn.resample import sample_at
-from tumsyn.simulate.template import load_template
+from tumsyn.simulate.template import brain_depth, lateral_ventricles, load_template
 from tumsyn.simulate.tissues import TISSUES, TissueProperties, draw_jitter, tissue_properties
+from tumsyn.simulate.veins import Vein, draw_veins, vein_fraction
 
 __all__ = [
     "AGE_RANGE",
@@ -67,11 +69,14 @@ class AnatomyParameters:
     lesions: tuple[Lesion, ...]
     gadolinium_mm: float
     jitter: dict[str, np.ndarray] = field(repr=False)
+    veins: tuple[Vein, ...] = field(default=(), repr=False)
 
     def summary(self) -> dict:
-        """JSON-friendly description (for the data set's derivatives)."""
+        """JSON-friendly description (for the data set's derivatives); veins by count."""
         data = asdict(self)
         data.pop("displacement")
+        kinds = [vein.kind for vein in self.veins]
+        data["veins"] = {kind: kinds.count(kind) for kind in sorted(set(kinds))}
         data["jitter"] = {k: [round(float(x), 4) for x in v] for k, v in self.jitter.items()}
         data["lesions"] = [asdict(lesion) for lesion in self.lesions]
         return data
@@ -118,13 +123,9 @@ class Anatomy:
 def _landmarks() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Template voxels: lateral ventricle centres (2, 3), deep-WM candidates (N, 3), centre."""
     template = load_template()
-    depth = ndimage.distance_transform_edt(template.brain > 0.5)
-    deep_csf = (template.csf > 0.6) & (depth > 12)
-    labels, count = ndimage.label(deep_csf)
-    sizes = ndimage.sum_labels(deep_csf, labels, range(1, count + 1))
-    biggest = 1 + np.argsort(sizes)[::-1][:2]
-    ventricles = np.array(ndimage.center_of_mass(deep_csf, labels, biggest))
-    candidates = np.argwhere((template.wm > 0.95) & (depth > 6)).astype(np.float32)
+    labels, count = ndimage.label(lateral_ventricles())
+    ventricles = np.array(ndimage.center_of_mass(labels > 0, labels, range(1, count + 1)))
+    candidates = np.argwhere((template.wm > 0.95) & (brain_depth() > 6)).astype(np.float32)
     centre = np.array(ndimage.center_of_mass(template.brain))
     return ventricles, candidates, centre
 
@@ -182,6 +183,7 @@ def draw_anatomy(
         lesions=tuple(lesions),
         gadolinium_mm=gadolinium,
         jitter=draw_jitter(rng),
+        veins=draw_veins(rng),
     )
 
 
@@ -254,15 +256,23 @@ def _add_lesions(fractions: np.ndarray, lesions: tuple[Lesion, ...]) -> None:
             local[wmh] += brain * inner
 
 
+def _add_veins(fractions: np.ndarray, veins: np.ndarray) -> None:
+    """Veins take their fraction of every voxel from the tissues there, in place."""
+    brain = fractions.sum(axis=0)
+    fractions *= 1.0 - veins
+    fractions[TISSUES.index("VEIN")] += brain * veins
+
+
 def build_anatomy(parameters: AnatomyParameters) -> Anatomy:
     """The subject described by ``parameters`` (no randomness)."""
     template = load_template()
     shape = template.grid.shape
+    veins = vein_fraction(parameters.veins, shape)
     warped = sample_at(
-        np.stack([template.gm, template.wm, template.csf]),
+        np.stack([template.gm, template.wm, template.csf, veins]),
         _sampling_positions(parameters, shape),
     )
-    gm, wm, csf = (np.clip(m, 0.0, 1.0) for m in warped)
+    gm, wm, csf, veins = (np.clip(m, 0.0, 1.0) for m in warped)
     # Sulcal widening: grey matter that borders CSF partly becomes CSF.
     if parameters.atrophy > 0:
         near_csf = np.clip(2.0 * ndimage.gaussian_filter(csf, 1.0), 0.0, 1.0)
@@ -274,6 +284,7 @@ def build_anatomy(parameters: AnatomyParameters) -> Anatomy:
     fractions[TISSUES.index("WM")] = wm
     fractions[TISSUES.index("CSF")] = csf
     _add_lesions(fractions, parameters.lesions)
+    _add_veins(fractions, veins)
     return Anatomy(parameters=parameters, grid=template.grid, fractions=fractions)
 
 

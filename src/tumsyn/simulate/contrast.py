@@ -68,9 +68,9 @@ def tissue_signals(metadata: ImagingMetadata) -> dict[str, float]:
 
 
 def pure_tissue_ratios(metadata: ImagingMetadata) -> dict[str, float]:
-    """``{"GM/WM": ..., "CSF/WM": ...}`` of pure-tissue intensities under a protocol."""
+    """``{"GM/WM", "CSF/WM", "VEIN/WM"}`` of pure-tissue intensities under a protocol."""
     signals = tissue_signals(metadata)
-    return {"GM/WM": signals["GM"] / signals["WM"], "CSF/WM": signals["CSF"] / signals["WM"]}
+    return {f"{t}/WM": signals[t] / signals["WM"] for t in ("GM", "CSF", "VEIN")}
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class ContrastRange:
     gm_wm: tuple[float, float]
     csf_wm: tuple[float, float]
     order: tuple[str, ...]  # tissues from brightest to darkest, e.g. ("GM", "WM", "CSF")
+    vein_wm: tuple[float, float] | None  # where veins must be darker than GM and WM (SWI)
     evidence: str  # measured, derived or estimate (see contrast_ranges.yaml)
     source: str
 
@@ -106,6 +107,7 @@ def contrast_ranges() -> dict[tuple[str, float], ContrastRange]:
                 gm_wm=tuple(entry["gm_wm"]),
                 csf_wm=tuple(entry["csf_wm"]),
                 order=tuple(entry["order"]),
+                vein_wm=tuple(entry["vein_wm"]) if "vein_wm" in entry else None,
                 evidence=entry["evidence"],
                 source=entry["source"],
             )
@@ -115,14 +117,20 @@ def contrast_ranges() -> dict[tuple[str, float], ContrastRange]:
 def ratio_problems(
     expected: ContrastRange, ratios: dict[str, float], *, ranges: bool = True
 ) -> list[str]:
-    """How measured ``{"GM/WM", "CSF/WM"}`` ratios depart from ``expected`` (empty: none): the
-    ordering always, the ranges when ``ranges``. Used for the simulator's own signals and for
-    images (synthesized or real) alike."""
+    """How measured ``{"GM/WM", "CSF/WM"}`` ratios (and ``"VEIN/WM"`` where known) depart from
+    ``expected`` (empty: none): the ordering always, the ranges when ``ranges``. Used for the
+    simulator's own signals and for images (synthesized or real) alike."""
+    bands = [("GM/WM", expected.gm_wm), ("CSF/WM", expected.csf_wm)]
+    veins = expected.vein_wm is not None and "VEIN/WM" in ratios
+    if veins:
+        bands.append(("VEIN/WM", expected.vein_wm))
     problems = []
     if ranges:
-        for name, (low, high) in (("GM/WM", expected.gm_wm), ("CSF/WM", expected.csf_wm)):
+        for name, (low, high) in bands:
             if not low <= ratios[name] <= high:
                 problems.append(f"{name} {ratios[name]:.2f} outside [{low:g}, {high:g}]")
+    if veins and not ratios["VEIN/WM"] < min(1.0, ratios["GM/WM"]):
+        problems.append("veins are not darker than grey and white matter")
     brightness = {"WM": 1.0, "GM": ratios["GM/WM"], "CSF": ratios["CSF/WM"]}
     if not _in_order(brightness, expected.order):
         actual = sorted(expected.order, key=lambda t: -brightness[t])

@@ -24,7 +24,7 @@ from scipy import ndimage
 from tumsyn.errors import InputFileError
 from tumsyn.io import Grid
 
-__all__ = ["Template", "load_template", "template_path"]
+__all__ = ["Template", "brain_depth", "lateral_ventricles", "load_template", "template_path"]
 
 _FILE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 # Margin of the crop around the brain, in voxels (mm): room for deformation and atrophy.
@@ -89,3 +89,19 @@ def load_template() -> Template:
     grid = Grid(tuple(int(b - a) for a, b in zip(low, high, strict=True)), affine @ shift)  # type: ignore[arg-type]
     maps = [np.ascontiguousarray(m[crop], dtype=np.float32) for m in (gm, wm, csf, t1)]
     return Template(grid, *maps)
+
+
+@functools.cache
+def brain_depth() -> np.ndarray:
+    """Distance (mm) of every template voxel from the brain's edge (0 outside the brain)."""
+    return ndimage.distance_transform_edt(load_template().brain > 0.5).astype(np.float32)
+
+
+@functools.cache
+def lateral_ventricles() -> np.ndarray:
+    """Mask of the template's lateral ventricles: the two largest bodies of mostly-CSF voxels
+    more than 12 mm inside the brain (sulcal CSF lies nearer the surface)."""
+    deep_csf = (load_template().csf > 0.6) & (brain_depth() > 12)
+    labels, count = ndimage.label(deep_csf)
+    sizes = ndimage.sum_labels(deep_csf, labels, range(1, count + 1))
+    return np.isin(labels, 1 + np.argsort(sizes)[::-1][:2])

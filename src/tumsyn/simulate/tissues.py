@@ -33,6 +33,16 @@ jitter covers the spread between studies and subjects):
 - White-matter hyperintensities: longer T1 (about 1.4x) and T2 (about 2x) than normal-appearing WM
   and higher water content, as reported in reviews of WMH relaxometry (e.g. Wardlaw JM et al.,
   Lancet Neurol 12:822-838, 2013, and references there).
+- Venous blood (class ``VEIN``, deoxygenated: oxygen saturation about 0.6, haematocrit about
+  0.42): T1 from Lu H et al., Magn Reson Med 52:679-682 (2004) at 3 T (1649 ms) and from reports
+  of about 1.4 s at 1.5 T and 2.1-2.6 s at 7 T; T2 falls steeply with field (about 100 ms at
+  1.5 T; about 50-60 ms at 3 T, Zhao JM et al., Magn Reson Med 58:592-597, 2007 and in vivo
+  TRUST; 20 ms at 7 T, Krishnamurthy LC et al., Magn Reson Med 71:2035-2042, 2014); T2* shorter
+  still (Zhao 2007 at 3 T; Blockley NP et al., Magn Reson Med 60:1313-1320, 2008, across
+  fields). Susceptibility relative to water: haematocrit x (1 - saturation) x 3.39 ppm (SI; the
+  0.27 ppm cgs of Spees WM et al., Magn Reson Med 45:533-542, 2001), about 0.45 ppm, as QSM
+  measures in veins. Water content 0.87 (Herscovitch P, Raichle ME, J Cereb Blood Flow Metab
+  5:65-69, 1985). The agent circulates in blood, so veins carry ``gadolinium_mm`` too.
 - Gadolinium relaxivity in plasma (per mM per s): Rohrer M et al., "Comparison of magnetic
   properties of MRI contrast media solutions at different magnetic field strengths", Invest Radiol
   40:715-724 (2005): gadopentetate r1 4.1 (1.5 T), 3.7 (3 T); r1 at 7 T taken as 3.5.
@@ -61,7 +71,7 @@ __all__ = [
 ]
 
 #: Tissue classes of a virtual subject, in the order of its probability maps.
-TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH")
+TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH", "VEIN")
 
 _FIELDS = np.array([1.5, 3.0, 7.0])
 FIELD_RANGE = (float(_FIELDS[0]), float(_FIELDS[-1]))
@@ -75,18 +85,19 @@ _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
     "WMH": {"t1": (1240, 1520, 1710), "t2": (145, 140, 95), "t2star": (110, 90, 45)},
     # An enhancing lesion before contrast: oedematous, long T1 and T2.
     "ENH": {"t1": (1400, 2100, 2450), "t2": (130, 125, 85), "t2star": (100, 80, 40)},
+    "VEIN": {"t1": (1440, 1649, 2300), "t2": (100, 55, 20), "t2star": (50, 25, 9)},
 }
-_PROTON_DENSITY = {"GM": 0.80, "WM": 0.69, "CSF": 1.0, "WMH": 0.85, "ENH": 0.88}
+_PROTON_DENSITY = {"GM": 0.80, "WM": 0.69, "CSF": 1.0, "WMH": 0.85, "ENH": 0.88, "VEIN": 0.87}
 # Fraction of the water held between myelin layers, with its own short T2 (MYELIN_WATER_T2): it
 # is seen at short echo times and gone at long ones, which darkens white matter on T2w and FLAIR
 # more than its single-T2 decay says (MacKay A et al., Magn Reson Med 31:673-677, 1994: about
 # 10-15 % in white matter, a few % in grey matter; lesions lose myelin).
-_MYELIN_WATER = {"GM": 0.03, "WM": 0.12, "CSF": 0.0, "WMH": 0.05, "ENH": 0.03}
+_MYELIN_WATER = {"GM": 0.03, "WM": 0.12, "CSF": 0.0, "WMH": 0.05, "ENH": 0.03, "VEIN": 0.0}
 MYELIN_WATER_T2 = 15.0  # ms
 # Macromolecular (bound) pool size relative to free water, the source of magnetisation transfer:
 # about twice as large in white matter as in grey matter, none in CSF (Stanisz 2005, above).
-_MT_POOL = {"GM": 0.07, "WM": 0.15, "CSF": 0.0, "WMH": 0.08, "ENH": 0.06}
-_SUSCEPTIBILITY_PPM = {"GM": 0.01, "WM": -0.03, "CSF": 0.0, "WMH": -0.01, "ENH": 0.02}
+_MT_POOL = {"GM": 0.07, "WM": 0.15, "CSF": 0.0, "WMH": 0.08, "ENH": 0.06, "VEIN": 0.0}
+_SUSCEPTIBILITY_PPM = {"GM": 0.01, "WM": -0.03, "CSF": 0.0, "WMH": -0.01, "ENH": 0.02, "VEIN": 0.45}
 _R1_GADOLINIUM = (4.1, 3.7, 3.5)  # per mM per s
 _R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
 
@@ -152,7 +163,8 @@ def tissue_properties(
         field_strength: B0 in tesla, within :data:`FIELD_RANGE`.
         jitter: multiplicative factors per property (``t1``, ``t2``, ``t2star``, ``pd``), each an
             array with one value per tissue class, from :func:`draw_jitter`.
-        gadolinium_mm: contrast agent concentration in enhancing lesions (class ``ENH``).
+        gadolinium_mm: contrast agent concentration in enhancing lesions (class ``ENH``) and
+            venous blood (``VEIN``).
     """
     field_strength = _check_field(field_strength)
     values = {
@@ -163,7 +175,7 @@ def tissue_properties(
     if jitter is not None:
         values = {name: value * jitter[name] for name, value in values.items()}
     gadolinium = np.zeros(len(TISSUES))
-    gadolinium[TISSUES.index("ENH")] = gadolinium_mm
+    gadolinium[[TISSUES.index("ENH"), TISSUES.index("VEIN")]] = gadolinium_mm
     return TissueProperties(
         pd=values["pd"],
         t1=values["t1"],
