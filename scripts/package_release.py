@@ -23,10 +23,15 @@ from tumsyn.models.checkpoint import read_checkpoint_metadata
 from tumsyn.models.routed import make_routed
 
 
+def _is_routed(runs: list[str]) -> bool:
+    return not (len(runs) == 1 and "=" not in runs[0])
+
+
 def _network(runs: list[str], fallback: str | None):
-    """The stage-2 network of one run, or the routed model of ``MODALITY=RUN`` items."""
-    if len(runs) == 1 and "=" not in runs[0]:
-        return load_checkpoint(runs[0]), {"single": runs[0]}
+    """The stage-2 network of one run, or the routed model of ``MODALITY=RUN`` items; and the
+    runs by modality (by path for one run)."""
+    if not _is_routed(runs):
+        return load_checkpoint(runs[0]), {runs[0]: runs[0]}
     named = dict(item.split("=", 1) for item in runs)
     networks = {modality: load_checkpoint(path) for modality, path in named.items()}
     return make_routed(networks, fallback or next(iter(named))), named
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = sorted({prompt for extra in second.values() for prompt in extra["prompts"]})
     facts = {key: {"steps": extra["step"], "metrics": extra["metrics"]}
              for key, extra in second.items()}  # fmt: skip
-    stage2 = facts.get("single", {"networks": facts})
+    stage2 = {"networks": facts} if _is_routed(args.stage2) else facts[args.stage2[0]]
     extra = {
         "name": args.name,
         "coverage": coverage_from_prompts(prompts),

@@ -90,7 +90,9 @@ def test_input_modalities_keep_only_inputs_of_those_modalities() -> None:
     draws = [only_t1.parameters(i).draw for i in range(20)]
     assert all(d.protocol is not None and d.protocol.modality == "T1w" for d in draws)  # alias
     assert len({d.protocol.tr for d in draws}) == 20  # still random protocols
-    impossible = GeneratedPairs([make_subject(1)], targets, InputRandomizer(),
-                                input_modalities=["T1CE"], length=1)  # fmt: skip
-    with pytest.raises(ConfigError, match=r"input_modalities \['T1CE'\]: no such input"):
-        impossible.parameters(0)
+    with pytest.raises(ConfigError, match=r"input_modalities \['T1CE'\]: the randomizer draws"):
+        GeneratedPairs([make_subject(1)], targets, InputRandomizer(), input_modalities=["T1CE"])
+    never = GeneratedPairs([make_subject(1)], targets, InputRandomizer(physics_probability=0.0),
+                           input_modalities=["T1w"], length=1)  # fmt: skip
+    with pytest.raises(ConfigError, match="physics_probability must be above 0"):
+        never.parameters(0)

@@ -39,7 +39,7 @@ from tumsyn.metadata import (
 )
 from tumsyn.metadata.augment import random_prompt_voxel_size
 from tumsyn.simulate import Anatomy, render_on
-from tumsyn.simulate.randomize import InputDraw, InputRandomizer, render_input
+from tumsyn.simulate.randomize import INPUT_MODALITIES, InputDraw, InputRandomizer, render_input
 from tumsyn.simulate.render import scan_grid, tissue_object
 from tumsyn.simulate.sequences import signal
 
@@ -105,6 +105,11 @@ class GeneratedPairs(Dataset):
         self.target_voxel_size = target_voxel_size
         self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
         self.input_modalities = frozenset(canonical_modality(m) for m in input_modalities)
+        if self.input_modalities - INPUT_MODALITIES:
+            raise ConfigError(
+                f"input_modalities {sorted(self.input_modalities - INPUT_MODALITIES)}: the "
+                f"randomizer draws physical inputs of {', '.join(sorted(INPUT_MODALITIES))} only"
+            )
         if normalisation not in NORMALISERS:
             raise ConfigError(
                 f"normalisation {normalisation!r} is not one of {sorted(NORMALISERS)}"
@@ -157,8 +162,7 @@ class GeneratedPairs(Dataset):
                 return draw
         raise ConfigError(
             f"input_modalities {sorted(self.input_modalities)}: no such input in {_MAX_DRAWS} "
-            "draws; the randomizer's physical inputs are T1w, T2w, FLAIR, PD, T2star and SWI "
-            "(and physics_probability must be above 0)"
+            "draws; physics_probability must be above 0"
         )
 
     def _source(self, anatomy: Anatomy, p: GeneratedParameters) -> tuple[np.ndarray, Grid]:

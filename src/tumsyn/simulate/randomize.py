@@ -35,7 +35,14 @@ from tumsyn.simulate.render import ScanSettings, scan_grid, scan_object, tissue_
 from tumsyn.simulate.sequences import signal
 from tumsyn.simulate.tissues import TISSUES
 
-__all__ = ["InputDraw", "InputRandomizer", "draw_protocol", "input_grid", "render_input"]
+__all__ = [
+    "INPUT_MODALITIES",
+    "InputDraw",
+    "InputRandomizer",
+    "draw_protocol",
+    "input_grid",
+    "render_input",
+]
 
 # Sequence family -> modality and ranges (ms, degrees) of the drawn timings, about 1.5 times wider
 # than clinical protocols use at either end.
@@ -51,6 +58,8 @@ _FAMILIES: dict[str, dict] = {
     "t2star": {"modality": "T2star", "tr": (200, 1500), "te": (8, 50), "flip": (8, 35)},
     "swi": {"modality": "SWI", "tr": (15, 60), "te": (10, 45), "flip": (8, 25)},
 }  # fmt: skip
+#: Modalities of the physical (protocol-drawn) inputs.
+INPUT_MODALITIES = frozenset(family["modality"] for family in _FAMILIES.values())
 _FIELDS = (1.5, 3.0, 7.0)
 
 
