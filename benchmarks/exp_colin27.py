@@ -3,6 +3,7 @@
     make colin27    # once: Colin27 from Debian's mricron-data package into data/colin27/
     .venv/bin/python benchmarks/exp_colin27.py [--checkpoint CKPT] [--sizes 1 2] [--montage]
     .venv/bin/python benchmarks/exp_colin27.py --input example    # the bundled 2 mm MNI152 T1w
+    .venv/bin/python benchmarks/exp_colin27.py --input example --modalities FLAIR --sizes 2
 
 Colin27 (``ch2bet.nii.gz``: one subject scanned 27 times and averaged, brain-extracted, 1 mm;
 Holmes CJ et al., J Comput Assist Tomogr 22:324, 1998) is a real T1w that no tumsyn model was
@@ -86,6 +87,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--input", default=str(COLIN), help="a brain-extracted T1w, or `example` (bundled)"
     )
+    parser.add_argument(
+        "--modalities",
+        nargs="+",
+        default=list(MODALITIES),
+        choices=MODALITIES,
+        help="contrasts to synthesize (default: every one)",
+    )
     parser.add_argument("--montage", action="store_true", help=f"write {MONTAGE.name}")
     args = parser.parse_args(argv)
     is_example = args.input == "example"
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint)
     rows, shown = [], [("T1w (real)", volume.data, volume.affine)]
     source = {"T1w (real)": ratios_on(volume.data, colin, pure, colin)}
-    for modality in MODALITIES:
+    for modality in args.modalities:
         for size in args.sizes:
             output = synthesizer(args.input, modality, voxel_size=(size,) * 3, input_modality="T1w")
             grid = Grid(output.shape, output.affine)
@@ -125,6 +133,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "python benchmarks/exp_colin27.py"
         + (" --input example" if is_example else "")
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + (
+            f" --modalities {' '.join(args.modalities)}"
+            if args.modalities != list(MODALITIES)
+            else ""
+        )
     )
     report("example_contrast" if is_example else "colin27", rows,
            {"command": command, "caption": caption})  # fmt: skip
