@@ -21,7 +21,6 @@ __all__ = [
     "NORMALISERS",
     "VolumeCache",
     "normalise_percentiles",
-    "normalise_ranks",
     "normalise_scale",
     "recorded_normalisation",
 ]
@@ -90,32 +89,10 @@ def normalise_scale(data: np.ndarray, high: float = 99.5) -> np.ndarray:
     return scaled
 
 
-def normalise_ranks(data: np.ndarray, low: float = 0.1, bins: int = 1024) -> np.ndarray:
-    """Histogram-equalise the non-zero voxels onto [``low``, 1]: each becomes its rank.
-
-    How bright grey matter is next to white matter depends on a protocol's timings and a scanner's
-    gamma (a T1w's GM/WM lies anywhere from about 0.6 to 0.9), so a small network cannot tell from
-    a divided intensity which tissue a voxel is, and it predicts towards the middle: model v2's
-    FLAIR lost its grey-matter peak so (docs/decisions.md). A voxel's rank among the brain's
-    voxels moves with none of them, only with how much of each tissue the brain holds. The ranks
-    start at ``low`` so that the darkest tissue stays apart from the background's 0.
-    scikit-image's ``equalize_hist`` computes them (over ``bins`` intensity bins).
-    """
-    from skimage.exposure import equalize_hist
-
-    data = np.asarray(data, dtype=np.float32)
-    foreground = data > 0
-    if not foreground.any():
-        return np.zeros(data.shape, dtype=np.float32)
-    ranks = equalize_hist(np.where(foreground, data, 0), nbins=bins, mask=foreground)
-    return np.where(foreground, low + (1.0 - low) * ranks, 0.0).astype(np.float32)
-
-
 # How a model's inputs are scaled, by the name a checkpoint records as "input_normalisation".
 NORMALISERS = {
     "tumsyn": normalise_percentiles,
     "scale": normalise_scale,
-    "ranks": normalise_ranks,
     "official": normalise_like_official,
 }
 

@@ -94,9 +94,8 @@ class GeneratorConfig(StrictConfig):
     input_modalities: tuple[str, ...] = ()
     # How inputs are scaled (tumsyn.data.volumes.NORMALISERS), recorded in the checkpoint:
     # "tumsyn" maps the 0.5th-99.5th percentiles to 0-1 (model v1), "scale" only divides by the
-    # 99.5th, so a T2w's white matter or a T1w's CSF is not mapped onto the background's 0;
-    # "ranks" histogram-equalises the brain, so a tissue's value hardly depends on the timings.
-    input_normalisation: Literal["tumsyn", "scale", "ranks"] = "tumsyn"
+    # 99.5th, so a T2w's white matter or a T1w's CSF is not mapped onto the background's 0.
+    input_normalisation: Literal["tumsyn", "scale"] = "tumsyn"
 
     @field_validator("input_modalities")
     @classmethod
