@@ -81,10 +81,12 @@ def _pairs(
                           seed=seed, normalisation=normalisation)  # fmt: skip
 
 
-def _predict(pipeline, sample: dict, input_modality: str | None) -> torch.Tensor:
-    """The prediction of ``sample``'s queries; ``input_modality`` picks a routed model's network."""
+def _predict(pipeline, sample: dict, input_modality: str | None, target: str) -> torch.Tensor:
+    """The prediction of ``sample``'s queries; the input's and the ``target`` modality pick a
+    routed model's network."""
     with torch.no_grad():
-        predict = pipeline.predictor(sample["prompt"], input_modality=input_modality)
+        predict = pipeline.predictor(sample["prompt"], input_modality=input_modality,
+                                     target_modality=target)  # fmt: skip
         return predict(sample["source"][None], sample["coord"][None], sample["cell"][None])[0]
 
 
@@ -95,7 +97,8 @@ def l1_rows(name: str, pipeline, samples: list) -> list[dict]:
         target = sample["target"]
         protocol = parameters.draw.protocol  # None: random tissue intensities, modality unknown
         modality = None if protocol is None else protocol.modality
-        error = float((_predict(pipeline, sample, modality) - target).abs().mean())
+        predicted = _predict(pipeline, sample, modality, parameters.target.modality)
+        error = float((predicted - target).abs().mean())
         own_mean = float((target - target.mean()).abs().mean())
         kind = "physics input" if protocol is not None else "random input"
         for group in ("all", kind, f"target {parameters.target.modality}"):
@@ -144,7 +147,7 @@ def transfer_rows(
         for index in range(3):
             sample = _ideal_sample(pairs, index, source, modality)
             truth = sample["target"][:, 0].numpy()
-            output = _predict(pipeline, sample, source)[:, 0].numpy()
+            output = _predict(pipeline, sample, source, modality)[:, 0].numpy()
             brain = truth > 0.02
             edges = np.quantile(truth[brain], QUINTILES)
             means = [output[brain & (truth >= lo) & (truth <= hi)].mean()
@@ -174,7 +177,7 @@ def separation_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
             outputs, truths = [], []
             for modality in (SEPARATED[0], other):
                 sample = _ideal_sample(pairs, index, "T1w", modality)
-                outputs.append(_predict(pipeline, sample, "T1w")[:, 0].numpy())
+                outputs.append(_predict(pipeline, sample, "T1w", modality)[:, 0].numpy())
                 truths.append(sample["target"][:, 0].numpy())
             predicted.append(np.abs(outputs[0] - outputs[1]).mean())
             simulated.append(np.abs(truths[0] - truths[1]).mean())
@@ -194,7 +197,7 @@ def map_rows(name: str, pipeline, pairs: GeneratedPairs) -> list[dict]:
             sample = _ideal_sample(pairs, index, "T1w", modality)
             inputs.append(sample_grid(sample["source"][None], sample["coord"][None])[0, :, 0])
             truths.append(sample["target"][:, 0])
-            outputs.append(_predict(pipeline, sample, "T1w")[:, 0])
+            outputs.append(_predict(pipeline, sample, "T1w", modality)[:, 0])
         values, truth, output = (torch.cat(x).numpy() for x in (inputs, truths, outputs))
         brain = values > 0.05
         edges = np.quantile(values[brain], DECILES)

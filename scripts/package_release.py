@@ -5,7 +5,8 @@
 
 One stage-2 run makes an ordinary pipeline; several, each named by the input modality its network
 reads (``T1w=runs/synth-v2-t1/model.safetensors``), make a routed one (tumsyn.models.routed), whose
-fallback (default: the first) reads inputs of any other or an unknown modality. Records the
+fallback (default: the first) reads inputs of any other or an unknown modality; a network named
+``INPUT:TARGET`` (``T1w:FLAIR=...``) answers only that target from those inputs. Records the
 training coverage (from the stage-2 runs' prompts), their validation metrics and training steps in
 the file's metadata. scripts/train_release.sh shows the release's call.
 """

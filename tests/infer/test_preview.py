@@ -39,9 +39,11 @@ def test_features_are_computed_once_per_patch_whatever_the_prompt(preview) -> No
     first = preview.synthesizer.target("T2w", te=80.0, voxel_size=(2.0, 2.0, 2.0))
     second = preview.synthesizer.target("T2w", te=120.0, voxel_size=(2.0, 2.0, 2.0))
     a = preview.plane(first, 2, 10)
-    misses = preview.cache.misses
+    cache = preview.cache_for(first)
+    misses = cache.misses
     b = preview.plane(second, 2, 10)
-    assert preview.cache.misses == misses and preview.cache.hits > 0
+    assert preview.cache_for(second) is cache
+    assert cache.misses == misses and cache.hits > 0
     assert not np.array_equal(a, b)  # the prompt changed what the same features decode to
 
 

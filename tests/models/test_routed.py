@@ -60,6 +60,16 @@ def test_the_inputs_modality_picks_the_network() -> None:
     assert t1w.for_input("T2w") is t1w  # a plain network reads every input
 
 
+def test_a_specialist_answers_only_its_target_from_its_inputs() -> None:
+    t1w, t2w, flair = _networks(3)
+    routed = make_routed({"T1w": t1w, "T2w": t2w, "t1:flair": flair}, "T1w")
+    assert sorted(routed.networks) == ["T1w", "T1w:FLAIR", "T2w"]
+    assert routed.for_input("T1w", "FLAIR") is flair and routed.route("t1", "flair") == "T1w:FLAIR"
+    assert routed.for_input("T1w", "T2w") is t1w and routed.for_input("T1w") is t1w
+    assert routed.for_input(None, "FLAIR") is flair  # the fallback's specialist
+    assert routed.for_input("T2w", "FLAIR") is t2w  # T2w inputs have no FLAIR specialist
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -71,6 +81,13 @@ def test_the_inputs_modality_picks_the_network() -> None:
         ({"networks": {"T1w": TINY_SYNTH_SPEC, "T2w": {**TINY_SYNTH_SPEC, "args": {
             **TINY_SYNTH_SPEC["args"], "text_dim": 32}}}, "fallback": "T1w"}, "one size"),
         ({"networks": {"T1w": {"name": "text"}}, "fallback": "T1w"}, "must be a 'synth' spec"),
+        ({"networks": {"T1w": TINY_SYNTH_SPEC, "T2w:FLAIR": TINY_SYNTH_SPEC}, "fallback": "T1w"},
+         "the network for T2w inputs to FLAIR needs one for T2w inputs"),
+        ({"networks": {"T1w": TINY_SYNTH_SPEC, "T1w:FLAIR": TINY_SYNTH_SPEC},
+          "fallback": "T1w:FLAIR"}, "must read inputs of every target"),
+        ({"networks": {"T1w": TINY_SYNTH_SPEC, "T1w:FLAIR": TINY_SYNTH_SPEC,
+                       "t1:flair": TINY_SYNTH_SPEC}, "fallback": "T1w"},
+         "two networks for T1w inputs to FLAIR"),
     ],
 )  # fmt: skip
 def test_bad_routed_specs_say_what_is_wrong(args, message) -> None:
@@ -133,3 +150,27 @@ def test_the_preview_reads_with_the_same_network(files) -> None:
         plane = PlanePreview(routed, volume, input_modality=modality).plane(metadata, 2, 10)
         matches = np.allclose(plane, whole[:, :, 10], atol=1e-5)
         assert matches == (modality == "T2w")
+
+
+def test_a_specialist_serves_the_api_and_the_preview(tmp_path) -> None:
+    torch.manual_seed(0)
+    text = build(TEXT)
+    t1w, flair = _networks(2)
+    routed = make_pipeline(text, make_routed({"T1w": t1w, "T1w:FLAIR": flair}, "T1w"))
+    paths = {name: save_checkpoint(tmp_path / f"{name}.safetensors", pipeline)
+             for name, pipeline in (("routed", routed), ("flair", make_pipeline(text, flair)),
+                                    ("t1w", make_pipeline(text, t1w)))}  # fmt: skip
+    image = nib.load(example_t1w())
+    start = [(n - 24) // 2 for n in image.shape]
+    nib.save(image.slicer[tuple(slice(s, s + 24) for s in start)], tmp_path / "crop.nii.gz")
+    volume = load_nifti(tmp_path / "crop.nii.gz")
+    synthesizers = {name: Synthesizer.from_checkpoint(path, device="cpu")
+                    for name, path in paths.items()}  # fmt: skip
+    for modality, network in (("FLAIR", "flair"), ("T2w", "t1w")):
+        target = synthesizers["routed"].target(modality, source_voxel_size=volume.voxel_size)
+        made = synthesizers["routed"].synthesize_volume(volume, target, input_modality="T1w")
+        expected = synthesizers[network].synthesize_volume(volume, target)
+        np.testing.assert_array_equal(made.get_fdata(), expected.get_fdata())
+        preview = PlanePreview(synthesizers["routed"], volume, input_modality="T1w")
+        plane = preview.plane(target, 2, 10)
+        np.testing.assert_allclose(plane, made.get_fdata()[:, :, 10], atol=1e-5)

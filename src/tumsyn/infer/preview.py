@@ -72,7 +72,8 @@ class PlanePreview:
         synthesizer: the loaded model and its options.
         volume: the source.
         input_modality: the source's modality, if known (see :meth:`Synthesizer.__call__`).
-        max_cache_bytes: memory for the source's patch features.
+        max_cache_bytes: memory for the source's patch features, per network that reads it (a
+            routed model's target specialists have encoders of their own).
 
     Example:
         >>> preview = PlanePreview(synth, volume)                      # doctest: +SKIP
@@ -89,8 +90,16 @@ class PlanePreview:
     ) -> None:
         self.synthesizer, self.volume = synthesizer, volume
         self.input_modality = input_modality
-        network = synthesizer.pipeline.synth.for_input(input_modality)
-        self.cache = FeatureCache(network.gen_feat, max_cache_bytes)
+        self.max_cache_bytes = max_cache_bytes
+        self._caches: dict[torch.nn.Module, FeatureCache] = {}
+
+    def cache_for(self, metadata: ImagingMetadata) -> FeatureCache:
+        """The feature cache of the network that answers ``metadata`` from this source."""
+        synth = self.synthesizer.pipeline.synth
+        network = synth.for_input(self.input_modality, str(metadata.modality))
+        if network not in self._caches:
+            self._caches[network] = FeatureCache(network.gen_feat, self.max_cache_bytes)
+        return self._caches[network]
 
     def output_grid(self, metadata: ImagingMetadata) -> Grid:
         """The grid the whole synthesized volume would have."""
@@ -109,7 +118,7 @@ class PlanePreview:
                 f"plane {index} is outside the output's {shape[axis]} along axis {axis}"
             )
         result = self.synthesizer.synthesize_arrays(
-            self.volume, metadata, plane=(axis, index), encode=self.cache,
+            self.volume, metadata, plane=(axis, index), encode=self.cache_for(metadata),
             input_modality=self.input_modality,
         )  # fmt: skip
         return np.take(result.data, index, axis=axis)

@@ -230,7 +230,9 @@ class Synthesizer:
             raise ConfigError("the target needs a modality and a voxel size")
         options = self.options
         return synthesize_volume(
-            self.predictor(checked_prompt(metadata), encode, input_modality),
+            self.predictor(
+                checked_prompt(metadata), encode, input_modality, str(metadata.modality)
+            ),
             volume,
             metadata.voxel_size,
             patch_size=options.patch_size,
@@ -270,10 +272,11 @@ class Synthesizer:
         prompt: str,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         input_modality: str | None = None,
+        target_modality: str | None = None,
     ) -> Callable[..., torch.Tensor]:
         """The network with ``prompt`` bound, in the requested precision (``encode``,
-        ``input_modality``: see :meth:`SynthesisPipeline.predictor`)."""
-        predict = self.pipeline.predictor(prompt, encode, input_modality)
+        ``input_modality``, ``target_modality``: see :meth:`SynthesisPipeline.predictor`)."""
+        predict = self.pipeline.predictor(prompt, encode, input_modality, target_modality)
         precision, device_type = self.options.precision, self.device.type
         if precision == "fp32" or (precision == "auto" and device_type != "cuda"):
             return predict

@@ -115,15 +115,17 @@ class SynthesisPipeline(nn.Module):
         prompt: str,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         input_modality: str | None = None,
+        target_modality: str | None = None,
     ) -> Callable[..., torch.Tensor]:
         """``(patches, coord, cell) -> values`` with the prompt bound (for whole volumes).
 
         ``encode`` replaces the network's patch encoder (``gen_feat``), e.g. by one that
         remembers the features of patches it has seen: they do not depend on the prompt.
-        ``input_modality`` picks the network of a routed model (None: its fallback).
+        ``input_modality`` picks the network of a routed model (None: its fallback), and
+        ``target_modality`` (the prompt's) its specialist for that target, if it has one.
         """
         text, mask = self.encode_prompt(prompt)
-        network = self.synth.for_input(input_modality)
+        network = self.synth.for_input(input_modality, target_modality)
         encode = encode or network.gen_feat
 
         def predict(patches: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,11 @@ A ``tumsyn-tiny`` network fine-tuned on randomised inputs of one sequence family
 family's mapping; trained on every family at once it loses grey/white contrast, and telling it
 the input's contrast through a thumbnail of the whole input did not help (docs/decisions.md). A
 routed model therefore holds one ordinary ``synth`` network per input modality and names the one
-that reads inputs of any other or of an unknown modality (``fallback``). Its checkpoint keys are
-the networks' own under ``networks.<modality>.``, so a routed model is assembled from ordinary
-stage-2 runs (``scripts/package_release.py``).
+that reads inputs of any other or of an unknown modality (``fallback``). A network may also be
+kept for one input modality *and* one target modality (key ``INPUT:TARGET``, e.g.
+``T1w:FLAIR``): a specialist that answers that target only, where the input's network serves
+every other. Its checkpoint keys are the networks' own under ``networks.<key>.``, so a routed
+model is assembled from ordinary stage-2 runs (``scripts/package_release.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from tumsyn.metadata import canonical_modality
 from tumsyn.models.registry import build, load_config, parse_config, register
 from tumsyn.models.synth import SynthesisNetwork, fusion_takes_pooled_text
 
-__all__ = ["RoutedConfig", "RoutedNetwork", "make_routed"]
+__all__ = ["RoutedConfig", "RoutedNetwork", "make_routed", "route_key"]
 
 
 class RoutedConfig(StrictConfig):
-    """``networks``: input modality -> a ``synth`` spec; ``fallback``: one of those modalities."""
+    """``networks``: input modality (or ``INPUT:TARGET``) -> a ``synth`` spec; ``fallback``:
+    one of the input modalities."""
 
     networks: dict[str, dict[str, Any]]
     fallback: str
@@ -37,10 +40,10 @@ class RoutedConfig(StrictConfig):
         if not networks:
             raise ValueError("a routed model needs at least one network")
         specs = {}
-        for modality, spec in networks.items():
-            key = _canonical(modality)
+        for name, spec in networks.items():
+            key = _canonical_key(name)
             if key in specs:
-                raise ValueError(f"two networks for {key} inputs")
+                raise ValueError(f"two networks for {_described(key)}")
             specs[key] = load_config(spec)
             if specs[key]["name"] != "synth":
                 raise ValueError(f"the {key} network must be a 'synth' spec")
@@ -48,11 +51,17 @@ class RoutedConfig(StrictConfig):
             raise ValueError("every network must take prompt features of one size (text_dim)")
         if len({_pooled(spec) for spec in specs.values()}) > 1:
             raise ValueError("every network must take the prompt in one form (fusion kind)")
+        for key in specs:
+            source = key.partition(":")[0]
+            if source not in specs:
+                raise ValueError(f"the network for {_described(key)} needs one for {source} inputs")
         return specs
 
     @field_validator("fallback")
     @classmethod
     def _modality(cls, fallback: str) -> str:
+        if ":" in fallback:
+            raise ValueError(f"the fallback {fallback!r} must read inputs of every target")
         return _canonical(fallback)
 
     @model_validator(mode="after")
@@ -60,7 +69,7 @@ class RoutedConfig(StrictConfig):
         if self.fallback not in self.networks:
             raise ValueError(
                 f"fallback {self.fallback!r} is not one of the networks "
-                f"({', '.join(self.networks)})"
+                f"({', '.join(k for k in self.networks if ':' not in k)})"
             )
         return self
 
@@ -76,15 +85,33 @@ def _canonical(modality: str) -> str:
         raise ValueError(str(error)) from None
 
 
+def route_key(input_modality: str, target_modality: str | None = None) -> str:
+    """The key of a network for inputs of ``input_modality`` (and only ``target_modality``
+    outputs, if given), canonically spelled: ``T1w``, ``T1w:FLAIR``."""
+    key = canonical_modality(input_modality)
+    return key if target_modality is None else f"{key}:{canonical_modality(target_modality)}"
+
+
+def _canonical_key(key: str) -> str:
+    source, _, target = key.partition(":")
+    return f"{_canonical(source)}:{_canonical(target)}" if target else _canonical(source)
+
+
+def _described(key: str) -> str:
+    source, _, target = key.partition(":")
+    return f"{source} inputs" + (f" to {target}" if target else "")
+
+
 def _pooled(spec: dict[str, Any]) -> bool:
     return fusion_takes_pooled_text(spec["args"]["fusion"]["kind"])
 
 
 class RoutedNetwork(nn.Module):
-    """Synthesis networks keyed by the input modality they read.
+    """Synthesis networks keyed by the input modality they read (and, for a specialist, the
+    target modality it makes: :func:`route_key`).
 
     Args:
-        networks: input modality (canonical spelling) -> network.
+        networks: key (canonical spelling) -> network.
         fallback: the key of the network for inputs of any other or an unknown modality.
     """
 
@@ -97,17 +124,22 @@ class RoutedNetwork(nn.Module):
     def pooled_text(self) -> bool:
         return self.networks[self.fallback].pooled_text
 
-    def route(self, input_modality: str | None) -> str:
-        """The key of the network that reads an input of ``input_modality`` (None: unknown)."""
-        if input_modality is not None:
-            key = canonical_modality(input_modality)
-            if key in self.networks:
-                return key
-        return self.fallback
+    def route(self, input_modality: str | None, target_modality: str | None = None) -> str:
+        """The key of the network that reads an input of ``input_modality`` (None: unknown)
+        into ``target_modality`` (None: any): the input's network, or the fallback, or that
+        network's specialist for the target where there is one."""
+        base = self.fallback
+        if input_modality is not None and canonical_modality(input_modality) in self.networks:
+            base = canonical_modality(input_modality)
+        if target_modality is not None and route_key(base, target_modality) in self.networks:
+            return route_key(base, target_modality)
+        return base
 
-    def for_input(self, input_modality: str | None) -> SynthesisNetwork:
-        """The network that reads an input of ``input_modality``."""
-        return self.networks[self.route(input_modality)]
+    def for_input(
+        self, input_modality: str | None, target_modality: str | None = None
+    ) -> SynthesisNetwork:
+        """The network that reads an input of ``input_modality`` into ``target_modality``."""
+        return self.networks[self.route(input_modality, target_modality)]
 
 
 @register("routed", RoutedConfig)
@@ -118,13 +150,13 @@ def build_routed(config: RoutedConfig) -> RoutedNetwork:
 
 
 def make_routed(networks: dict[str, SynthesisNetwork], fallback: str) -> RoutedNetwork:
-    """A routed model (with its spec) of trained networks, e.g. stage-2 runs' checkpoints."""
+    """A routed model (with its spec) of trained networks, e.g. stage-2 runs' checkpoints,
+    keyed by input modality or ``INPUT:TARGET``."""
     specs = {modality: network.spec for modality, network in networks.items()}
     args = {"networks": specs, "fallback": fallback}
     spec = load_config({"name": "routed", "args": args})  # modalities checked and canonical
     routed = RoutedNetwork(
-        {canonical_modality(modality): n for modality, n in networks.items()},
-        spec["args"]["fallback"],
+        {_canonical_key(key): n for key, n in networks.items()}, spec["args"]["fallback"]
     )
     routed.spec = spec
     return routed

@@ -171,9 +171,11 @@ class SynthesisNetwork(nn.Module):
         """Whether :meth:`condition` takes the pooled prompt vector rather than tokens."""
         return fusion_takes_pooled_text(self.spec["args"]["fusion"]["kind"])
 
-    def for_input(self, input_modality: str | None) -> SynthesisNetwork:
-        """The network that reads an input of ``input_modality``: this one reads any input
-        (a routed model picks one per modality, :mod:`tumsyn.models.routed`)."""
+    def for_input(
+        self, input_modality: str | None, target_modality: str | None = None
+    ) -> SynthesisNetwork:
+        """The network that reads an input of ``input_modality`` into ``target_modality``: this
+        one does every pair (a routed model picks one per modality, :mod:`tumsyn.models.routed`)."""
         return self
 
     def gen_feat(self, image: torch.Tensor) -> torch.Tensor:
