@@ -16,11 +16,16 @@
 #    network: model v1's fine-tuned (configs/synth-v2-t1-b32.yaml), given the FiLM fusion
 #    (-t1-film.yaml), then trained on inputs in the T1w tissue order (-t1-film-tb.yaml); the T2w
 #    and PD networks start from the second of these (configs/synth-v2-t2-film.yaml,
-#    -pd-film.yaml). One network for every input family collapsed (docs/decisions.md);
+#    -pd-film.yaml); a FLAIR specialist for T1w inputs starts from the T1w network and learns the
+#    library's FLAIR protocols alone (configs/synth-v2-t1-flair.yaml, -flair-b.yaml: shared with 24
+#    other targets, FLAIR's grey matter stayed below white). One network for every input family
+#    collapsed (docs/decisions.md);
 # 4. plot the training curves (docs/figures/training_curves.png);
 # 5. bundle text tower + networks into the shipped checkpoint, a routed model whose T1w network
-#    also reads inputs of other or unknown modality (float16, with training coverage).
-# Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/
+#    also reads inputs of other or unknown modality, with the T1w network's FLAIR specialist
+#    (float16, with training coverage).
+# Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
+# runs/synth-v2-t1-flair{,-b}/
 # (model.safetensors, metrics.csv, state.pt) and runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
@@ -42,9 +47,11 @@ train train configs/synth-v2-t1-film.yaml runs/synth-v2-t1-b32-film
 train train configs/synth-v2-t1-film-tb.yaml runs/synth-v2-t1-b32-film-tb
 train train configs/synth-v2-t2-film.yaml runs/synth-v2-t2-b32-film
 train train configs/synth-v2-pd-film.yaml runs/synth-v2-pd-b32-film
+train train configs/synth-v2-t1-flair.yaml runs/synth-v2-t1-flair
+train train configs/synth-v2-t1-flair-b.yaml runs/synth-v2-t1-flair-b
 .venv/bin/python scripts/plot_training.py runs/bmlip-v2-b32/metrics.csv \
     runs/synth-v2-t1-b32/metrics.csv docs/figures/training_curves.png
 .venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2-b32/model.safetensors \
     runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-b32-film-tb/model.safetensors \
     T2w=runs/synth-v2-t2-b32-film/model.safetensors PD=runs/synth-v2-pd-b32-film/model.safetensors \
-    --fallback T1w
+    T1w:FLAIR=runs/synth-v2-t1-flair-b/model.safetensors --fallback T1w
