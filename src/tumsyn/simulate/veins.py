@@ -46,12 +46,21 @@ class _Family:
     steer: str  # "outward" (up the field's gradient) or "surface" (along its level set)
     field: str  # "ventricles": distance from them; "depth": distance from the brain's edge
     level_mm: float  # the level set a surface vein keeps to
+    start_band_mm: tuple[float, float]  # where on the field a vein starts
+    start_tissue: str | None = None  # ... where this tissue of the template ("wm", "csf") ...
+    start_fraction: float = 0.5  # ... fills more than this fraction of the voxel
 
 
 VEIN_KINDS: dict[str, _Family] = {
-    "medullary": _Family((80, 160), (15.0, 40.0), (0.35, 0.6), "outward", "ventricles", 0.0),
-    "subependymal": _Family((6, 12), (15.0, 35.0), (0.7, 1.3), "surface", "ventricles", 1.5),
-    "cortical": _Family((50, 90), (20.0, 70.0), (0.6, 1.5), "surface", "depth", 1.5),
+    "medullary": _Family(
+        (80, 160), (15.0, 40.0), (0.35, 0.6), "outward", "ventricles", 0.0, (1.0, 3.0), "wm", 0.9
+    ),
+    "subependymal": _Family(
+        (6, 12), (15.0, 35.0), (0.7, 1.3), "surface", "ventricles", 1.5, (0.5, 2.0)
+    ),
+    "cortical": _Family(
+        (50, 90), (20.0, 70.0), (0.6, 1.5), "surface", "depth", 1.5, (0.5, 2.5), "csf"
+    ),
 }
 
 
@@ -80,14 +89,12 @@ def _fields() -> dict[str, np.ndarray]:
 @functools.cache
 def _starts(kind: str) -> np.ndarray:
     """Template voxels (N, 3) where a vein of ``kind`` may start."""
-    template = load_template()
-    fields = _fields()
-    if kind == "medullary":
-        where = (template.wm > 0.9) & (fields["ventricles"] > 1.0) & (fields["ventricles"] < 3.0)
-    elif kind == "subependymal":
-        where = (fields["ventricles"] > 0.5) & (fields["ventricles"] < 2.0)
-    else:
-        where = (template.csf > 0.5) & (fields["depth"] > 0.5) & (fields["depth"] < 2.5)
+    family = VEIN_KINDS[kind]
+    field = _fields()[family.field]
+    low, high = family.start_band_mm
+    where = (field > low) & (field < high)
+    if family.start_tissue is not None:
+        where &= getattr(load_template(), family.start_tissue) > family.start_fraction
     return np.argwhere(where).astype(np.float32)
 
 
