@@ -62,7 +62,7 @@ class RoutedConfig(StrictConfig):
     def _modality(cls, fallback: str) -> str:
         if ":" in fallback:
             raise ValueError(f"the fallback {fallback!r} must read inputs of every target")
-        return _canonical(fallback)
+        return _canonical_key(fallback)
 
     @model_validator(mode="after")
     def _fallback_is_a_network(self) -> RoutedConfig:
@@ -78,13 +78,6 @@ class RoutedConfig(StrictConfig):
         return parse_config(self.networks[self.fallback]).text_dim
 
 
-def _canonical(modality: str) -> str:
-    try:
-        return canonical_modality(modality)
-    except MetadataError as error:
-        raise ValueError(str(error)) from None
-
-
 def route_key(input_modality: str, target_modality: str | None = None) -> str:
     """The key of a network for inputs of ``input_modality`` (and only ``target_modality``
     outputs, if given), canonically spelled: ``T1w``, ``T1w:FLAIR``."""
@@ -93,8 +86,12 @@ def route_key(input_modality: str, target_modality: str | None = None) -> str:
 
 
 def _canonical_key(key: str) -> str:
+    """:func:`route_key` of a spec's ``INPUT`` or ``INPUT:TARGET`` key, for pydantic's errors."""
     source, _, target = key.partition(":")
-    return f"{_canonical(source)}:{_canonical(target)}" if target else _canonical(source)
+    try:
+        return route_key(source, target or None)
+    except MetadataError as error:
+        raise ValueError(str(error)) from None
 
 
 def _described(key: str) -> str:
@@ -128,9 +125,8 @@ class RoutedNetwork(nn.Module):
         """The key of the network that reads an input of ``input_modality`` (None: unknown)
         into ``target_modality`` (None: any): the input's network, or the fallback, or that
         network's specialist for the target where there is one."""
-        base = self.fallback
-        if input_modality is not None and canonical_modality(input_modality) in self.networks:
-            base = canonical_modality(input_modality)
+        known = None if input_modality is None else route_key(input_modality)
+        base = known if known in self.networks else self.fallback
         if target_modality is not None and route_key(base, target_modality) in self.networks:
             return route_key(base, target_modality)
         return base
