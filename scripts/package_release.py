@@ -2,75 +2,106 @@
 
     .venv/bin/python scripts/package_release.py NAME STAGE1 OUT STAGE2
     .venv/bin/python scripts/package_release.py NAME STAGE1 OUT MODALITY=STAGE2 [...] [--fallback M]
+    .venv/bin/python scripts/package_release.py NAME BASE OUT KEY=STAGE2 [...]
 
 One stage-2 run makes an ordinary pipeline; several, each named by the input modality its network
 reads (``T1w=runs/synth-v2-t1/model.safetensors``), make a routed one (tumsyn.models.routed), whose
 fallback (default: the first) reads inputs of any other or an unknown modality; a network named
 ``INPUT:TARGET`` (``T1w:FLAIR=...``) answers only that target from those inputs. Records the
 training coverage (from the stage-2 runs' prompts), their validation metrics and training steps in
-the file's metadata. scripts/train_release.sh shows the release's call.
+the file's metadata.
+
+In place of a stage-1 run, BASE is a routed pipeline to extend (networks fine-tuned from it with
+``text_encoder: BASE``, ``init: BASE``): its text tower, networks, fallback, facts and coverage
+are kept, and the networks named here are added (or replace those of the same key); their targets
+should lie inside the base's coverage, which is kept as it is. scripts/train_release.sh shows the
+release's calls.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
 import torch
 
 from tumsyn.data.volumes import recorded_normalisation
 from tumsyn.infer.coverage import coverage_from_prompts
-from tumsyn.models import load_checkpoint, make_pipeline, save_checkpoint
+from tumsyn.models import BMLIP, SynthesisPipeline, load_checkpoint, make_pipeline, save_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
-from tumsyn.models.routed import make_routed
+from tumsyn.models.routed import RoutedNetwork, make_routed
 
 
-def _is_routed(runs: list[str]) -> bool:
-    return not (len(runs) == 1 and "=" not in runs[0])
+@dataclass
+class Parts:
+    """What the packaged model is made of: the text tower, its stage-1 facts, the networks by key
+    with their facts and the runs' prompts, and (from a base) the fallback and coverage."""
+
+    text_encoder: torch.nn.Module
+    stage1: dict
+    networks: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+    fallback: str | None = None
+    coverage: dict | None = None
+    prompts: set = field(default_factory=set)
+    input_normalisation: set = field(default_factory=set)
 
 
-def _network(runs: list[str], fallback: str | None):
-    """The stage-2 network of one run, or the routed model of ``MODALITY=RUN`` items; and the
-    runs by modality (by path for one run)."""
-    if not _is_routed(runs):
-        return load_checkpoint(runs[0]), {runs[0]: runs[0]}
-    named = dict(item.split("=", 1) for item in runs)
-    networks = {modality: load_checkpoint(path) for modality, path in named.items()}
-    return make_routed(networks, fallback or next(iter(named))), named
+def _start(stage1: str) -> Parts:
+    """The parts a stage-1 run (its tower) or a routed base pipeline (everything) gives."""
+    model = load_checkpoint(stage1)
+    extra = read_checkpoint_metadata(stage1)["extra"]
+    if isinstance(model, BMLIP):
+        return Parts(model.text_encoder(), {"steps": extra["step"], "metrics": extra["metrics"]})
+    if not (isinstance(model, SynthesisPipeline) and isinstance(model.synth, RoutedNetwork)):
+        raise SystemExit(f"{stage1}: neither a stage-1 run nor a routed pipeline to extend")
+    return Parts(model.text, extra["stage1"], dict(model.synth.networks),
+                 dict(extra["stage2"]["networks"]), model.synth.fallback, extra["coverage"],
+                 {recorded_normalisation(extra)})  # fmt: skip
 
 
-def _input_normalisation(second: dict[str, dict]) -> str:
-    """The input scaling all stage-2 runs trained with (one file has one)."""
-    kinds = {recorded_normalisation(extra) for extra in second.values()}
-    if len(kinds) != 1:
-        raise SystemExit(f"the stage-2 runs scale their inputs differently ({sorted(kinds)})")
-    return kinds.pop()
+def _add(parts: Parts, key: str, run: str) -> None:
+    """Add the stage-2 run ``run`` under ``key`` (replacing a base network of that key)."""
+    extra = read_checkpoint_metadata(run)["extra"]
+    parts.networks[key] = load_checkpoint(run)
+    parts.facts[key] = {"steps": extra["step"], "metrics": extra["metrics"]}
+    parts.prompts.update(extra["prompts"])
+    parts.input_normalisation.add(recorded_normalisation(extra))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
-    parser.add_argument("stage1")
+    parser.add_argument("stage1", metavar="STAGE1|BASE")
     parser.add_argument("out")
-    parser.add_argument("stage2", nargs="+", metavar="[MODALITY=]STAGE2")
+    parser.add_argument("stage2", nargs="+", metavar="[KEY=]STAGE2")
     parser.add_argument("--fallback", metavar="MODALITY")
     args = parser.parse_args(argv)
-    text_encoder = load_checkpoint(args.stage1).text_encoder()
-    network, runs = _network(args.stage2, args.fallback)
-    first = read_checkpoint_metadata(args.stage1)["extra"]
-    second = {key: read_checkpoint_metadata(path)["extra"] for key, path in runs.items()}
-    prompts = sorted({prompt for extra in second.values() for prompt in extra["prompts"]})
-    facts = {key: {"steps": extra["step"], "metrics": extra["metrics"]}
-             for key, extra in second.items()}  # fmt: skip
-    stage2 = {"networks": facts} if _is_routed(args.stage2) else facts[args.stage2[0]]
+    parts = _start(args.stage1)
+    single = len(args.stage2) == 1 and "=" not in args.stage2[0] and not parts.networks
+    if not single and not all("=" in item for item in args.stage2):
+        raise SystemExit("name each network of a routed model: KEY=STAGE2 (T1w=..., T1w:FLAIR=...)")
+    named = {"": args.stage2[0]} if single else dict(item.split("=", 1) for item in args.stage2)
+    for key, run in named.items():
+        _add(parts, key, run)
+    if len(parts.input_normalisation) != 1:
+        kinds = sorted(parts.input_normalisation)
+        raise SystemExit(f"the networks scale their inputs differently ({kinds})")
+    coverage = parts.coverage or coverage_from_prompts(sorted(parts.prompts))
+    if single:
+        network, stage2 = parts.networks[""], parts.facts[""]
+    else:
+        fallback = args.fallback or parts.fallback or next(iter(named))
+        network, stage2 = make_routed(parts.networks, fallback), {"networks": parts.facts}
     extra = {
         "name": args.name,
-        "coverage": coverage_from_prompts(prompts),
-        "stage1": {"steps": first["step"], "metrics": first["metrics"]},
+        "coverage": coverage,
+        "stage1": parts.stage1,
         "stage2": stage2,
-        "input_normalisation": _input_normalisation(second),
+        "input_normalisation": parts.input_normalisation.pop(),
         "training_data": "simulated only (tumsyn simulate, scripts/train_release.sh)",
     }
-    pipeline = make_pipeline(text_encoder, network)
+    pipeline = make_pipeline(parts.text_encoder, network)
     path = save_checkpoint(args.out, pipeline, extra=extra, dtype=torch.float16)
     print(f"wrote {path}")
 

@@ -21,12 +21,16 @@
 #    other targets, FLAIR's grey matter stayed below white). One network for every input family
 #    collapsed (docs/decisions.md);
 # 4. plot the training curves (docs/figures/training_curves.png);
-# 5. bundle text tower + networks into the shipped checkpoint, a routed model whose T1w network
-#    also reads inputs of other or unknown modality, with the T1w network's FLAIR specialist
-#    (float16, with training coverage).
+# 5. bundle text tower + networks into a routed model whose T1w network also reads inputs of
+#    other or unknown modality, with the T1w network's FLAIR specialist (float16, with training
+#    coverage): runs/tumsyn-v2-base.safetensors;
+# 6. a T1w specialist for T2w inputs, fine-tuned from that file's T2w network on its own text
+#    tower (configs/synth-v2-t2-t1.yaml: the library's T1w protocols alone), added to it: the
+#    shipped checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
-# runs/synth-v2-t1-flair{,-b}/
-# (model.safetensors, metrics.csv, state.pt) and runs/tumsyn-v2.safetensors.
+# runs/synth-v2-t1-flair{,-b}/, runs/synth-v2-t2-t1/
+# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-base.safetensors and
+# runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
 set -euo pipefail
@@ -51,7 +55,13 @@ train train configs/synth-v2-t1-flair.yaml runs/synth-v2-t1-flair
 train train configs/synth-v2-t1-flair-b.yaml runs/synth-v2-t1-flair-b
 .venv/bin/python scripts/plot_training.py runs/bmlip-v2-b32/metrics.csv \
     runs/synth-v2-t1-b32/metrics.csv docs/figures/training_curves.png
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2-b32/model.safetensors \
-    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-b32-film-tb/model.safetensors \
-    T2w=runs/synth-v2-t2-b32-film/model.safetensors PD=runs/synth-v2-pd-b32-film/model.safetensors \
-    T1w:FLAIR=runs/synth-v2-t1-flair-b/model.safetensors --fallback T1w
+if [ ! -f runs/tumsyn-v2-base.safetensors ]; then  # the specialist below learns from this file
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/bmlip-v2-b32/model.safetensors \
+        runs/tumsyn-v2-base.safetensors T1w=runs/synth-v2-t1-b32-film-tb/model.safetensors \
+        T2w=runs/synth-v2-t2-b32-film/model.safetensors \
+        PD=runs/synth-v2-pd-b32-film/model.safetensors \
+        T1w:FLAIR=runs/synth-v2-t1-flair-b/model.safetensors --fallback T1w
+fi
+train train configs/synth-v2-t2-t1.yaml runs/synth-v2-t2-t1
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-base.safetensors \
+    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1/model.safetensors

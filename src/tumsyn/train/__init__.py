@@ -18,15 +18,21 @@ def run(
 
     config = load_train_config(config_path, stage)
     world = distributed.start(config.device)
+    finished = False
     try:
         if stage == "text":
             from tumsyn.train.contrastive import train_contrastive
 
-            return train_contrastive(
+            result = train_contrastive(
                 config, world, resume=resume, progress=progress, stop_at=stop_at
             )
-        from tumsyn.train.synthesis import train_synthesis
+        else:
+            from tumsyn.train.synthesis import train_synthesis
 
-        return train_synthesis(config, world, resume=resume, progress=progress, stop_at=stop_at)
+            result = train_synthesis(
+                config, world, resume=resume, progress=progress, stop_at=stop_at
+            )
+        finished = True
+        return result
     finally:
-        distributed.stop()
+        distributed.stop(finished=finished)

@@ -16,10 +16,11 @@ from typing import Any, Literal
 from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from tumsyn.config import StrictConfig, validation_message
-from tumsyn.errors import ConfigError
+from tumsyn.errors import ConfigError, MetadataError
 from tumsyn.infer.loading import BUNDLED_CHECKPOINTS
 from tumsyn.metadata import canonical_modality
 from tumsyn.metadata.augment import PromptAugmentation
+from tumsyn.models.routed import route_key
 from tumsyn.simulate.randomize import InputRandomizer
 from tumsyn.yamlfiles import read_yaml
 
@@ -113,10 +114,15 @@ class SynthesisTrainConfig(_TrainConfig):
     # stage-1 text tower), untrained (that tower's architecture, random frozen weights), onehot,
     # metadata, sentence. The model's text_dim is set to the conditioner's feature size.
     conditioner: Literal["bmlip", "untrained", "onehot", "metadata", "sentence"] = "bmlip"
-    text_encoder: str | None = None  # stage-1 checkpoint (tumsyn .safetensors): bmlip, untrained
+    # bmlip, untrained: a stage-1 checkpoint, or a pipeline (a bundled model's name) whose text
+    # tower it takes, so that a fine-tuned shipped model keeps the prompt features it learned.
+    text_encoder: str | None = None
     # Fine-tuning: start from the synthesis network of this checkpoint (a stage-2 run's
     # model.safetensors, a pipeline, or a bundled model's name); the optimizer starts afresh.
     init: str | None = None
+    # With a routed init (model v2 keeps a network per input modality): which one to start from,
+    # by its key (T2w, T1w:FLAIR; a routed init without it names them).
+    init_network: str | None = None
     # Ordered (source, target) modality pairs to train on; empty: every pair of a subject's images.
     # One pair makes a task-specific model (the paper's SC-GAN role).
     tasks: tuple[tuple[str, str], ...] = ()
@@ -138,6 +144,23 @@ class SynthesisTrainConfig(_TrainConfig):
             raise ValueError("give either 'data' (a data set) or 'generator', not both or none")
         if self.generator is not None and self.tasks:
             raise ValueError("'tasks' filters a data set's pairs; a generator has none")
+        return self
+
+    @field_validator("init_network")
+    @classmethod
+    def _network_key(cls, key: str | None) -> str | None:
+        if key is None:
+            return None
+        source, _, target = key.partition(":")
+        try:
+            return route_key(source, target or None)
+        except MetadataError as error:
+            raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _init_network_needs_init(self) -> SynthesisTrainConfig:
+        if self.init_network is not None and self.init is None:
+            raise ValueError("init_network names a network of 'init', which is not given")
         return self
 
     @model_validator(mode="after")
@@ -172,11 +195,11 @@ def load_train_config(
         (".yaml", ".yml")
     ):
         generator["targets"] = _resolve(generator["targets"], folder)
-    for key in ("out", "text_encoder"):
-        if isinstance(content.get(key), str):
+    if isinstance(content.get("out"), str):
+        content["out"] = _resolve(content["out"], folder)
+    for key in ("text_encoder", "init"):  # a bundled model's name stays a name
+        if isinstance(content.get(key), str) and content[key] not in BUNDLED_CHECKPOINTS:
             content[key] = _resolve(content[key], folder)
-    if isinstance(content.get("init"), str) and content["init"] not in BUNDLED_CHECKPOINTS:
-        content["init"] = _resolve(content["init"], folder)  # a bundled name stays a name
     model = content.get("model")
     if isinstance(model, str) and model.endswith((".yaml", ".yml")):
         content["model"] = _resolve(model, folder)

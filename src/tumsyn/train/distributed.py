@@ -26,7 +26,16 @@ def start(requested_device: str = "auto") -> World:
     return world
 
 
-def stop() -> None:
-    """Leave the process group, so that a later run in the same process can start a new one."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def stop(*, finished: bool) -> None:
+    """Leave the process group, so that a later run in the same process can start a new one.
+
+    After a finished run the processes first wait for each other (rank 0 may still be saving
+    the checkpoint), so that none closes its connections while another still uses the group;
+    after an error a process leaves at once, since waiting would last the group's timeout
+    (30 minutes) for a peer that failed.
+    """
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -35,6 +35,7 @@ from tumsyn.metadata import parse_prompt, prompt_without_subject
 from tumsyn.models import (
     BMLIP,
     SynthesisNetwork,
+    TextEncoder,
     build,
     load_checkpoint,
     load_config,
@@ -43,6 +44,7 @@ from tumsyn.models import (
 from tumsyn.models.conditioners import site_label
 from tumsyn.models.liif import sample_grid
 from tumsyn.models.pipeline import SynthesisPipeline, text_tower_spec
+from tumsyn.models.routed import RoutedNetwork
 from tumsyn.models.synth import extends_spec
 from tumsyn.train.config import SynthesisTrainConfig
 from tumsyn.train.loop import Stage, run_records, train
@@ -71,10 +73,17 @@ class PromptFeatures:
 
 
 def _stage1_text_tower(checkpoint: str) -> nn.Module:
-    model = load_checkpoint(checkpoint)
-    if not isinstance(model, BMLIP):
-        raise ConfigError(f"{checkpoint}: text_encoder must be a stage-1 (BMLIP) checkpoint")
-    return model.text_encoder().eval()
+    """The frozen text tower of a stage-1 checkpoint, or of a pipeline conditioned on one (a
+    shipped model, whose fine-tuning must keep the prompt features it was trained with)."""
+    model = load_checkpoint(checkpoint_path(checkpoint))
+    if isinstance(model, BMLIP):
+        return model.text_encoder().eval()
+    if isinstance(model, SynthesisPipeline) and isinstance(model.text, TextEncoder):
+        return model.text.eval()
+    raise ConfigError(
+        f"{checkpoint}: text_encoder must be a stage-1 (BMLIP) checkpoint or a pipeline "
+        "conditioned on a BMLIP text tower"
+    )
 
 
 def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> nn.Module:
@@ -99,21 +108,38 @@ def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> 
     return build({"name": kind, "args": args})
 
 
-def initial_weights(model: SynthesisNetwork, checkpoint: str) -> None:
+def initial_weights(model: SynthesisNetwork, checkpoint: str, key: str | None = None) -> None:
     """Copy the synthesis network of ``checkpoint`` (a stage-2 checkpoint, a pipeline or a
-    bundled model's name) into ``model``, which must have the same architecture, or one whose
-    fusion extends the checkpoint's (:func:`~tumsyn.models.synth.extends_spec`: the extension's
-    parameters keep their identity start)."""
+    bundled model's name; of a routed one, its network ``key``) into ``model``, which must have
+    the same architecture, or one whose fusion extends the checkpoint's
+    (:func:`~tumsyn.models.synth.extends_spec`: the extension's parameters keep their identity
+    start)."""
     loaded = load_checkpoint(checkpoint_path(checkpoint))
-    network = loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded
-    if not isinstance(network, SynthesisNetwork):
-        raise ConfigError(f"init: {checkpoint} holds no synthesis network (stage 2 or pipeline)")
+    network = _chosen_network(loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded,
+                              checkpoint, key)  # fmt: skip
     if network.spec != model.spec and not extends_spec(model.spec, network.spec):
         raise ConfigError(
             f"init: {checkpoint} holds a different architecture than this run's model: "
             f"expected {model.spec['args']}, found {network.spec['args']}"
         )
     model.load_state_dict(network.state_dict(), strict=network.spec == model.spec)
+
+
+def _chosen_network(network: nn.Module, checkpoint: str, key: str | None) -> SynthesisNetwork:
+    """The network ``key`` of a routed model, or the one network of any other checkpoint."""
+    if isinstance(network, RoutedNetwork):
+        if key not in network.networks:
+            wanted = "name one with init_network" if key is None else f"not {key}"
+            raise ConfigError(
+                f"init: {checkpoint} holds one network per input modality "
+                f"({', '.join(network.networks)}); {wanted}"
+            )
+        return network.networks[key]
+    if not isinstance(network, SynthesisNetwork):
+        raise ConfigError(f"init: {checkpoint} holds no synthesis network (stage 2 or pipeline)")
+    if key is not None:
+        raise ConfigError(f"init_network: {checkpoint} holds a single network; leave it out")
+    return network
 
 
 def _network_spec(config: SynthesisTrainConfig, conditioner: nn.Module) -> dict:
@@ -282,7 +308,7 @@ def train_synthesis(
     torch.manual_seed(config.seed)
     model = build(_network_spec(config, conditioner))
     if config.init is not None:
-        initial_weights(model, config.init)
+        initial_weights(model, config.init, config.init_network)
     features = _encoder(conditioner, data, pooled=model.pooled_text, device=world.device)
     global_batch = config.batch_size * world.size
     batches = EpochShuffle(len(data.dataset), global_batch, seed=config.seed)
