@@ -85,10 +85,15 @@ EVAL_EXPERIMENTS := internal zero_shot task_specific morphometry retrieval heter
 	controllability
 EVAL_TABLES := internal zero_shot task_specific morphometry retrieval_suite \
 	controllability_correlation heterogeneous_resolution
+# The held-out splits also evaluate the shipped models beside the suite's own (issue 14's comparison).
+SHIPPED := src/tumsyn/checkpoints
+EVAL_SHIPPED := --model shipped-tumsyn-v2=$(SHIPPED)/tumsyn-v2.safetensors \
+	--model shipped-tumsyn-tiny=$(SHIPPED)/tumsyn-tiny.safetensors
 eval: setup
 	@for experiment in $(EVAL_EXPERIMENTS); do \
 		echo "== $$experiment ($(EVAL_SUITE))"; \
-		$(PY) benchmarks/exp_$$experiment.py --suite $(EVAL_SUITE) --quiet || exit 1; \
+		case $$experiment in internal|zero_shot) shipped="$(EVAL_SHIPPED)";; *) shipped=;; esac; \
+		$(PY) benchmarks/exp_$$experiment.py --suite $(EVAL_SUITE) --quiet $$shipped || exit 1; \
 	done
 	$(PY) scripts/eval_tables.py --only $(EVAL_TABLES)
 

@@ -108,13 +108,14 @@ def test_stage2_fine_tunes_one_network_of_the_shipped_routed_model(
 ) -> None:
     shipped = {"model": "tumsyn-tiny-film", "text_encoder": "tumsyn-v2", "init": "tumsyn-v2"}
     still = {"optimizer": {"name": "adam", "lr": 1e-12}}
+    routed = load_checkpoint(bundled_checkpoint_path("tumsyn-v2")).synth
     unnamed = synth_config(tmp_path, "unnamed", **shipped)
     assert main(["train", str(unnamed), "--quiet"]) == 2
-    assert "(T1w, T2w, PD, T1w:FLAIR); name one with init_network" in capsys.readouterr().err
+    keys = ", ".join(routed.networks)  # T1w, T2w, PD, T1w:FLAIR, ...
+    assert f"({keys}); name one with init_network" in capsys.readouterr().err
     config = synth_config(tmp_path, "t2", init_network="t2w", **shipped, **still)
     assert main(["train", str(config), "--quiet"]) == 0
     tuned = dict(load_checkpoint(tmp_path / "t2" / "model.safetensors").named_parameters())
-    routed = load_checkpoint(bundled_checkpoint_path("tumsyn-v2")).synth
     assert all(torch.allclose(tuned[key], value, atol=1e-6)
                for key, value in routed.networks["T2w"].named_parameters())  # fmt: skip
     extra = read_checkpoint_metadata(tmp_path / "t2" / "model.safetensors")["extra"]
