@@ -657,7 +657,8 @@ def add_models(commands: Commands) -> None:
         commands,
         "models",
         cmd_models,
-        "List the model configurations with parameter counts and FLOPs.",
+        "List the model configurations with parameter counts and FLOPs, and the bundled models'"
+        " networks.",
         "tumsyn models",
         "tumsyn models --patch 32",
     )
@@ -672,15 +673,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not 1 <= args.patch <= 512:
         raise TumsynError(f"--patch must be between 1 and 512, got {args.patch}")
     rows = summarise_configs(patch=args.patch)
-    header = ("config", "stage", "parameters", "GFLOP", "for one input")
-    table = [
-        header,
-        *((r.name, r.stage, f"{r.parameters:,}", f"{r.gflops:,.1f}", r.input) for r in rows),
-    ]
+    _print_table(
+        ("config", "stage", "parameters", "GFLOP", "for one input"),
+        [(r.name, r.stage, f"{r.parameters:,}", f"{r.gflops:,.1f}", r.input) for r in rows],
+    )
+    print()
+    _print_table(("bundled model", "networks (input or input:target)"), _bundled_networks())
+    return 0
+
+
+def _bundled_networks() -> list[tuple[str, str]]:
+    """Each bundled model and the networks it routes inputs to (fallback marked)."""
+    from tumsyn.infer.loading import BUNDLED_CHECKPOINTS, pipeline_networks, read_pipeline_metadata
+
+    rows = []
+    for name in BUNDLED_CHECKPOINTS:
+        keys, fallback = pipeline_networks(read_pipeline_metadata(name))
+        marked = [f"{key} (fallback)" if key == fallback else key for key in keys]
+        rows.append((name, ", ".join(marked) or "one network for every input"))
+    return rows
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    return 0
 
 
 def add_convert_official(commands: Commands) -> None:

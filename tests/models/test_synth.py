@@ -247,14 +247,20 @@ def test_config_errors_for_names_and_families(tmp_path) -> None:
 
 def test_models_command_lists_every_config(capsys) -> None:
     from tumsyn.cli import main
+    from tumsyn.infer.loading import BUNDLED_CHECKPOINTS
     from tumsyn.models import list_configs
 
     assert main(["models", "--patch", "16"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line for line in lines[1:]}
+    configs, bundled = capsys.readouterr().out.split("\n\n")
+    rows = {line.split()[0]: line for line in configs.splitlines()[1:]}
     assert set(rows) == set(list_configs())
     assert "113,595,137" in rows["official-synth"]
     assert "997,652,609" in rows["official-bmlip"]
+    # The bundled models, with the networks a fine-tuning run's init_network may name.
+    models = {line.split()[0]: line for line in bundled.splitlines()[1:]}
+    assert set(models) == set(BUNDLED_CHECKPOINTS)
+    assert "T1w (fallback), T2w, PD, T1w:FLAIR, T2w:T1w" in models["tumsyn-v2"]
+    assert "one network for every input" in models["tumsyn-tiny"]
 
 
 class _PassThrough(torch.nn.Module):

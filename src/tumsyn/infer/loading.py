@@ -63,6 +63,17 @@ def read_pipeline_metadata(checkpoint: str | os.PathLike | None) -> dict:
     return {**meta, "path": str(path)}
 
 
+def pipeline_networks(meta: dict) -> tuple[tuple[str, ...], str | None]:
+    """The keys of a routed pipeline's networks (``T1w``, ``T1w:FLAIR``: see
+    :mod:`tumsyn.models.routed`) and its fallback, from :func:`read_pipeline_metadata`'s header;
+    ``((), None)`` for a pipeline with one network for every input. What ``init_network`` of a
+    fine-tuning run may name."""
+    synth = meta["spec"]["args"]["synth"]
+    if synth["name"] != "routed":
+        return (), None
+    return tuple(synth["args"]["networks"]), synth["args"]["fallback"]
+
+
 def model_name(meta: dict) -> str:
     """The model's recorded name (or its checkpoint's file name), for sidecars and descriptions."""
     return meta["extra"].get("name", Path(meta["path"]).name)

@@ -121,7 +121,7 @@ class SynthesisTrainConfig(_TrainConfig):
     # model.safetensors, a pipeline, or a bundled model's name); the optimizer starts afresh.
     init: str | None = None
     # With a routed init (model v2 keeps a network per input modality): which one to start from,
-    # by its key (T2w, T1w:FLAIR; a routed init without it names them).
+    # by its key (T2w, T1w:FLAIR; `tumsyn models` lists those of the bundled models).
     init_network: str | None = None
     # Ordered (source, target) modality pairs to train on; empty: every pair of a subject's images.
     # One pair makes a task-specific model (the paper's SC-GAN role).
