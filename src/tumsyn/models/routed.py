@@ -24,7 +24,7 @@ from tumsyn.metadata import canonical_modality
 from tumsyn.models.registry import build, load_config, parse_config, register
 from tumsyn.models.synth import SynthesisNetwork, fusion_takes_pooled_text
 
-__all__ = ["RoutedConfig", "RoutedNetwork", "make_routed", "route_key"]
+__all__ = ["RoutedConfig", "RoutedNetwork", "canonical_route_key", "make_routed", "route_key"]
 
 
 class RoutedConfig(StrictConfig):
@@ -41,7 +41,7 @@ class RoutedConfig(StrictConfig):
             raise ValueError("a routed model needs at least one network")
         specs = {}
         for name, spec in networks.items():
-            key = _canonical_key(name)
+            key = canonical_route_key(name)
             if key in specs:
                 raise ValueError(f"two networks for {_described(key)}")
             specs[key] = load_config(spec)
@@ -62,7 +62,7 @@ class RoutedConfig(StrictConfig):
     def _modality(cls, fallback: str) -> str:
         if ":" in fallback:
             raise ValueError(f"the fallback {fallback!r} must read inputs of every target")
-        return _canonical_key(fallback)
+        return canonical_route_key(fallback)
 
     @model_validator(mode="after")
     def _fallback_is_a_network(self) -> RoutedConfig:
@@ -85,8 +85,9 @@ def route_key(input_modality: str, target_modality: str | None = None) -> str:
     return key if target_modality is None else f"{key}:{canonical_modality(target_modality)}"
 
 
-def _canonical_key(key: str) -> str:
-    """:func:`route_key` of a spec's ``INPUT`` or ``INPUT:TARGET`` key, for pydantic's errors."""
+def canonical_route_key(key: str) -> str:
+    """:func:`route_key` of a written ``INPUT`` or ``INPUT:TARGET`` key (a spec's, a training
+    config's ``init_network``); raises ValueError, which pydantic reports, for a bad modality."""
     source, _, target = key.partition(":")
     try:
         return route_key(source, target or None)
@@ -152,7 +153,7 @@ def make_routed(networks: dict[str, SynthesisNetwork], fallback: str) -> RoutedN
     args = {"networks": specs, "fallback": fallback}
     spec = load_config({"name": "routed", "args": args})  # modalities checked and canonical
     routed = RoutedNetwork(
-        {_canonical_key(key): n for key, n in networks.items()}, spec["args"]["fallback"]
+        {canonical_route_key(key): n for key, n in networks.items()}, spec["args"]["fallback"]
     )
     routed.spec = spec
     return routed

@@ -16,11 +16,11 @@ from typing import Any, Literal
 from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from tumsyn.config import StrictConfig, validation_message
-from tumsyn.errors import ConfigError, MetadataError
+from tumsyn.errors import ConfigError
 from tumsyn.infer.loading import BUNDLED_CHECKPOINTS
 from tumsyn.metadata import canonical_modality
 from tumsyn.metadata.augment import PromptAugmentation
-from tumsyn.models.routed import route_key
+from tumsyn.models.routed import canonical_route_key
 from tumsyn.simulate.randomize import InputRandomizer
 from tumsyn.yamlfiles import read_yaml
 
@@ -149,13 +149,7 @@ class SynthesisTrainConfig(_TrainConfig):
     @field_validator("init_network")
     @classmethod
     def _network_key(cls, key: str | None) -> str | None:
-        if key is None:
-            return None
-        source, _, target = key.partition(":")
-        try:
-            return route_key(source, target or None)
-        except MetadataError as error:
-            raise ValueError(str(error)) from None
+        return None if key is None else canonical_route_key(key)
 
     @model_validator(mode="after")
     def _init_network_needs_init(self) -> SynthesisTrainConfig:
