@@ -96,3 +96,37 @@ def test_input_modalities_keep_only_inputs_of_those_modalities() -> None:
                            input_modalities=["T1w"], length=1)  # fmt: skip
     with pytest.raises(ConfigError, match="physics_probability must be above 0"):
         never.parameters(0)
+
+
+def test_a_normal_tissue_target_scale_does_not_move_with_lesions_elsewhere() -> None:
+    """The same subject with and without white-matter lesions in its left hemisphere, a FLAIR
+    target in the right: "image" scaling changes with the lesions (they set its 99.5th
+    percentile), "normal_tissue" scaling barely (lesions this large leave less normal white
+    matter to take percentiles over); an unknown name is refused."""
+    from tumsyn.simulate.tissues import TISSUES
+
+    plain = make_subject(1)
+    fractions = plain.fractions.copy()
+    left = np.zeros(plain.grid.shape, dtype=bool)
+    left[: plain.grid.shape[0] // 2 - 10] = True  # array axis 0 runs right to left in MNI space
+    wm, wmh = TISSUES.index("WM"), TISSUES.index("WMH")
+    moved = np.where(left, fractions[wm] * 0.8, 0.0)
+    fractions[wm] -= moved
+    fractions[wmh] += moved
+    lesioned = replace(plain, fractions=fractions)
+    flair = default_protocol("FLAIR").metadata.replace(voxel_size=(2.0, 2.0, 2.0))
+    ideal = InputDraw(protocol=flair, signals=None, voxel_size=(1.0, 1.0, 1.0),
+                      scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
+                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+    right = plain.grid.affine[:3, :3] @ (0.75 * np.asarray(plain.grid.shape) * [1, 0.66, 0.8])
+    centre = tuple(float(c) for c in right + plain.grid.affine[:3, 3])
+    targets = {}
+    for scale in ("image", "normal_tissue"):
+        pairs = GeneratedPairs([plain, lesioned], [flair], InputRandomizer(), patch_size=16,
+                               queries=300, target_scale=scale, length=1, seed=3)  # fmt: skip
+        base = replace(pairs.parameters(0), draw=ideal, target=flair, centre_mm=centre)
+        targets[scale] = [pairs.render(replace(base, anatomy=i))["target"] for i in (0, 1)]
+    assert float(targets["image"][0].mean()) > 1.1 * float(targets["image"][1].mean())
+    torch.testing.assert_close(*targets["normal_tissue"], rtol=0.03, atol=0.01)
+    with pytest.raises(ConfigError, match="target_scale 'max' is not one of"):
+        GeneratedPairs([plain], [flair], InputRandomizer(), target_scale="max")

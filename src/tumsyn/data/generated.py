@@ -46,6 +46,10 @@ from tumsyn.simulate.sequences import signal
 __all__ = ["GeneratedPairs", "GeneratedParameters"]
 
 _PERCENTILES = (0.5, 99.5)  # of targets, as tumsyn.data.volumes.normalise_percentiles
+_LESIONS = ("WMH", "ENH")  # left out of a "normal_tissue" target scale
+_LESION_FREE = 0.05  # at most this lesion fraction: partial lesion voxels would set the top
+#: How targets are scaled: by their whole noise-free image, or by its lesion-free voxels.
+TARGET_SCALES = ("image", "normal_tissue")
 _MAX_DRAWS = 1000  # input draws tried for one of ``input_modalities`` before giving up
 
 
@@ -78,6 +82,11 @@ class GeneratedPairs(Dataset):
             modalities (draws of others are rejected): a model for, say, T1w inputs only.
         normalisation: how inputs are scaled to [0, 1], a name of
             :data:`tumsyn.data.volumes.NORMALISERS`; the checkpoint records it for inference.
+        target_scale: ``"image"`` maps the target's noise-free 0.5th and 99.5th percentiles to
+            0 and 1 (clipped); ``"normal_tissue"`` takes the percentiles over voxels that are
+            not lesion and does not clip above, so a lesion may exceed 1. Where lesions are
+            the brightest tissue (FLAIR), ``"image"`` makes a subject's grey matter 0.6 or 1.0
+            by its lesion load, which a patch without lesions cannot see (docs/decisions.md).
         seed, length: base seed; samples per epoch.
     """
 
@@ -94,6 +103,7 @@ class GeneratedPairs(Dataset):
         subject_dropout: float = 0.0,
         input_modalities: Sequence[str] = (),
         normalisation: str = "tumsyn",
+        target_scale: str = "image",
         seed: int = 0,
         length: int = 1000,
     ) -> None:
@@ -115,6 +125,9 @@ class GeneratedPairs(Dataset):
                 f"normalisation {normalisation!r} is not one of {sorted(NORMALISERS)}"
             )
         self.normalise = NORMALISERS[normalisation]
+        if target_scale not in TARGET_SCALES:
+            raise ConfigError(f"target_scale {target_scale!r} is not one of {list(TARGET_SCALES)}")
+        self.target_scale = target_scale
         self.seed, self.length = int(seed), int(length)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -176,10 +189,15 @@ class GeneratedPairs(Dataset):
         return patch, Grid(image.shape, affine).box(start, shape)
 
     def _target_scale(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:
-        """The target image's 0.5th and 99.5th percentiles, from its noise-free tissue image."""
+        """The target image's 0.5th and 99.5th percentiles, from its noise-free tissue image
+        (over the voxels with almost no lesion, for ``"normal_tissue"``)."""
         signals = signal(anatomy.properties(target.field_strength), target)
         values = tissue_object(anatomy, signals)
-        low, high = np.percentile(values[values > 0], _PERCENTILES)
+        counted = values > 0
+        if self.target_scale == "normal_tissue":
+            lesion = sum(anatomy.fraction(name) for name in _LESIONS)
+            counted &= lesion < _LESION_FREE * anatomy.brain
+        low, high = np.percentile(values[counted], _PERCENTILES)
         return float(low), float(high)
 
     def render(self, p: GeneratedParameters) -> dict:
@@ -194,7 +212,8 @@ class GeneratedPairs(Dataset):
         box = whole.box(low, np.ceil(last).astype(int) + 1 - low)
         values = render_on(anatomy.around(box), p.target, box)
         bottom, top = self._target_scale(anatomy, p.target)
-        values = np.clip((values - bottom) / max(top - bottom, 1e-6), 0.0, 1.0)
+        ceiling = 1.0 if self.target_scale == "image" else None
+        values = np.clip((values - bottom) / max(top - bottom, 1e-6), 0.0, ceiling)
         # Their coordinates in the patch's [-1, 1] frame; keep those inside it.
         voxels = np.argwhere(np.ones(box.shape, dtype=bool))
         to_patch = np.linalg.inv(patch.affine) @ box.affine

@@ -97,6 +97,10 @@ class GeneratorConfig(StrictConfig):
     # "tumsyn" maps the 0.5th-99.5th percentiles to 0-1 (model v1), "scale" only divides by the
     # 99.5th, so a T2w's white matter or a T1w's CSF is not mapped onto the background's 0.
     input_normalisation: Literal["tumsyn", "scale"] = "tumsyn"
+    # How targets are scaled (tumsyn.data.generated.GeneratedPairs): "image" by the whole
+    # noise-free target's percentiles (models v1, v2's first networks), "normal_tissue" by its
+    # lesion-free voxels', so the scale no longer depends on a lesion load that a patch cannot see.
+    target_scale: Literal["image", "normal_tissue"] = "image"
 
     @field_validator("input_modalities")
     @classmethod

@@ -258,7 +258,8 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
     settings = {"patch_size": config.patch_size, "queries": config.queries,
                 "target_voxel_size": g.target_voxel_size, "anisotropic": g.anisotropic,
                 "input_modalities": g.input_modalities,
-                "normalisation": g.input_normalisation}  # fmt: skip
+                "normalisation": g.input_normalisation,
+                "target_scale": g.target_scale}  # fmt: skip
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
                              length=g.samples_per_epoch, **settings)  # fmt: skip
