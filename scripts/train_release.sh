@@ -25,10 +25,11 @@
 #    other or unknown modality, with the T1w network's FLAIR specialist (float16, with training
 #    coverage): runs/tumsyn-v2-base.safetensors;
 # 6. a T1w specialist for T2w inputs, fine-tuned from that file's T2w network on its own text
-#    tower (configs/synth-v2-t2-t1.yaml: the library's T1w protocols alone), added to it: the
-#    shipped checkpoint.
+#    tower (configs/synth-v2-t2-t1.yaml: the library's T1w protocols alone), and that file's
+#    FLAIR specialist fine-tuned with targets scaled by their lesion-free voxels
+#    (configs/synth-v2-t1-flair-n.yaml), put in its place: the shipped checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
-# runs/synth-v2-t1-flair{,-b}/, runs/synth-v2-t2-t1/
+# runs/synth-v2-t1-flair{,-b,-n}/, runs/synth-v2-t2-t1/
 # (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-base.safetensors and
 # runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
@@ -63,5 +64,7 @@ if [ ! -f runs/tumsyn-v2-base.safetensors ]; then  # the specialist below learns
         T1w:FLAIR=runs/synth-v2-t1-flair-b/model.safetensors --fallback T1w
 fi
 train train configs/synth-v2-t2-t1.yaml runs/synth-v2-t2-t1
+train train configs/synth-v2-t1-flair-n.yaml runs/synth-v2-t1-flair-n
 .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-base.safetensors \
-    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1/model.safetensors
+    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1/model.safetensors \
+    T1w:FLAIR=runs/synth-v2-t1-flair-n/model.safetensors

@@ -97,7 +97,8 @@ def test_stage2_trains_on_generated_samples_at_any_voxel_size(
     virtual subjects; the pipeline's coverage says so and synthesize runs it, scaling its inputs
     as the run did."""
     generator = {"subjects": 1, "validation_subjects": 1, "samples_per_epoch": 4,
-                 "targets": "default", "input_normalisation": "scale"}  # fmt: skip
+                 "targets": "default", "input_normalisation": "scale",
+                 "target_scale": "normal_tissue"}  # fmt: skip
     config = synth_config(tmp_path, "generated", data=None, generator=generator,
                           conditioner="metadata")  # fmt: skip
     assert main(["train", str(config), "--quiet"]) == 0
