@@ -212,7 +212,7 @@ def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str)
         task_count, slices = len(suite.tasks), suite.evaluation.slices
         seed, where = suite.evaluation.seed, f"{split} split"
     rows = evaluate_cases(cases, methods, slices=slices, progress=not args.quiet)
-    metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error")
+    metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error", "lesion_wm_error")
     summary = summarise(rows, by=("task", "method"), metrics=metrics, seed=seed)
     per_task = [row for row in summary if row["task"] != "all tasks"]
     overall = [{k: v for k, v in row.items() if k != "task"} for row in summary

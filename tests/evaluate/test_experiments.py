@@ -93,6 +93,25 @@ def test_the_truth_scores_perfectly(dataset: Path) -> None:
     assert scores["mae"] == 0.0 and scores["gm_wm_error"] == pytest.approx(0.0)
 
 
+def test_a_flair_that_hides_the_lesions_has_a_negative_lesion_error(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A subject with 17 cc of lesions (cohort seed 7): the truth scores 0; the truth with its
+    lesions flattened to white matter's intensity scores below 0 (lesions dimmer, relative to
+    WM, than they should be). The fixture's subjects have too little lesion to be scored."""
+    protocols = [p for p in load_protocols("library") if p.name in ("mprage", "space")]
+    root = tmp_path_factory.mktemp("lesioned") / "bids"
+    lesioned = simulate_dataset(root, CohortSettings(subjects=1, seed=7), protocols,
+                                voxel_size=(6, 6, 6), progress=False)  # fmt: skip
+    data = load_case(task_cases(lesioned, [("T1w", "FLAIR")])[0])
+    assert data.lesions is not None
+    assert score(data, data.truth)["lesion_wm_error"] == pytest.approx(0.0, abs=1e-6)
+    white = np.average(data.truth, weights=data.tissues["WM"])
+    share = data.lesions / np.maximum(sum(data.tissues.values()) + data.lesions, 1e-6)
+    hidden = (1 - share) * data.truth + share * white
+    assert score(data, hidden)["lesion_wm_error"] < -0.05
+
+
 def test_inverted_source_flips_intensities_inside_the_mask(dataset: Path) -> None:
     data = load_case(task_cases(dataset, [("T1w", "T2w")])[0])
     source = np.asarray(data.source.dataobj, dtype=np.float32)

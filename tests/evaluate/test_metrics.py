@@ -76,6 +76,22 @@ def test_contrast_errors_of_labelled_blocks() -> None:
     )
 
 
+def test_a_lesion_map_adds_the_lesion_to_white_matter_error() -> None:
+    """Lesions of half the WM slab, twice as bright as WM in the truth and WM-grey in the
+    prediction: the lesion/WM ratio is 1 against 2 (error -0.5); the tissue errors stay 0."""
+    labels, tissues = labelled_blocks()
+    lesions = np.zeros(labels.shape, dtype=bool)
+    lesions[6:, :4] = True
+    tissues["WM"] = (labels == 3) & ~lesions
+    truth = np.where(lesions, 6.0, labels).astype(np.float32)
+    pred = labels.astype(np.float32)  # the same image, lesions left at WM's 3
+    everywhere = np.ones(labels.shape, dtype=bool)
+    errors = contrast_errors(truth, pred, tissues, everywhere, lesions=lesions)
+    assert set(errors) == {"gm_wm", "csf_wm", "lesion_wm"}
+    assert errors["lesion_wm"] == pytest.approx(-0.5)
+    assert errors["gm_wm"] == pytest.approx(0.0) and errors["csf_wm"] == pytest.approx(0.0)
+
+
 def test_probability_maps_weight_the_means() -> None:
     image = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
     weights = np.zeros((2, 2, 2))

@@ -44,6 +44,9 @@ __all__ = [
 
 Task = tuple[str, str]
 TISSUES = TISSUE_LABELS
+LESIONS = ("WMH", "ENH")  # the simulator's lesion maps, scored together against white matter
+#: Least lesion volume (in voxels' worth of fractions) in a case for its lesion/WM error.
+MIN_LESION_VOXELS = 20.0
 
 
 def task_name(task: Task) -> str:
@@ -76,6 +79,7 @@ class CaseData:
     truth: np.ndarray
     mask: np.ndarray
     tissues: dict[str, np.ndarray] | None
+    lesions: np.ndarray | None = None  # where there is enough lesion to measure
 
 
 def task_cases(dataset: str | os.PathLike, tasks: Sequence[Task], max_cases: int = 0) -> list[Case]:
@@ -157,7 +161,15 @@ def load_case(case: Case, slices: int = 0) -> CaseData:
     else:
         mask = truth[crop] > 0
     tissues = None if maps is None else {name: maps[name] for name in TISSUES}
-    return CaseData(case, source.slicer[crop], truth[crop], mask, tissues)
+    return CaseData(case, source.slicer[crop], truth[crop], mask, tissues, _lesions(maps, mask))
+
+
+def _lesions(maps: dict[str, np.ndarray] | None, mask: np.ndarray) -> np.ndarray | None:
+    """The lesion map of a case, or None where it has too little lesion to measure."""
+    if maps is None or not any(name in maps for name in LESIONS):
+        return None
+    lesions = sum(maps[name] for name in LESIONS if name in maps)
+    return lesions if float(lesions[mask].sum()) >= MIN_LESION_VOXELS else None
 
 
 def score(data: CaseData, prediction: np.ndarray) -> dict[str, float | None]:
@@ -168,13 +180,17 @@ def score(data: CaseData, prediction: np.ndarray) -> dict[str, float | None]:
         "mae": mae(data.truth, prediction, data.mask),
         "gm_wm_error": None,
         "csf_wm_error": None,
+        "lesion_wm_error": None,
     }
     if data.tissues is not None:
         try:
-            errors = contrast_errors(data.truth, prediction, data.tissues, data.mask)
+            errors = contrast_errors(
+                data.truth, prediction, data.tissues, data.mask, lesions=data.lesions
+            )
         except ValueError:  # a ratio is undefined (e.g. a constant prediction): no value
             return scores
         scores["gm_wm_error"], scores["csf_wm_error"] = errors["gm_wm"], errors["csf_wm"]
+        scores["lesion_wm_error"] = errors.get("lesion_wm")
     return scores
 
 

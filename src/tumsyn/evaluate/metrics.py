@@ -111,6 +111,7 @@ def contrast_errors(
     image: np.ndarray,
     tissues: Mapping[str, np.ndarray],
     mask: np.ndarray | None = None,
+    lesions: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Relative errors of the GM/WM and CSF/WM mean-intensity ratios of ``image`` vs ``reference``.
 
@@ -123,18 +124,25 @@ def contrast_errors(
         tissues: ``{"GM": ..., "WM": ..., "CSF": ...}``, the reference's label or probability maps
             (see :func:`tissue_means`).
         mask: brain mask (default: ref > 0).
+        lesions: a lesion map (white-matter hyperintensities, enhancing lesions): adds the
+            error of the lesion/WM ratio, which says whether lesions stand out as they should
+            (a FLAIR that leaves them grey can still have good tissue ratios).
 
     Returns:
-        ``{"gm_wm": error, "csf_wm": error}``.
+        ``{"gm_wm": error, "csf_wm": error}``, and ``"lesion_wm"`` with ``lesions``.
     """
     missing = sorted({"GM", "WM", "CSF"} - set(tissues))
     if missing:
         raise ValueError(f"tissue maps {', '.join(missing)} are missing; need GM, WM and CSF")
     mask = _mask(reference, mask)
+    pairs = [("gm_wm", "GM"), ("csf_wm", "CSF")]
+    if lesions is not None:
+        tissues = {**tissues, "lesion": lesions}
+        pairs.append(("lesion_wm", "lesion"))
     truth = tissue_means(normalise(reference, mask), tissues, mask)
     predicted = tissue_means(normalise(image, mask), tissues, mask)
     errors = {}
-    for name, tissue in (("gm_wm", "GM"), ("csf_wm", "CSF")):
+    for name, tissue in pairs:
         if truth["WM"] == 0 or predicted["WM"] == 0 or truth[tissue] == 0:
             raise ValueError(f"{tissue}/WM ratio undefined: a mean intensity is 0")
         ratio = (predicted[tissue] / predicted["WM"]) / (truth[tissue] / truth["WM"])
