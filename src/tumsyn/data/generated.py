@@ -78,10 +78,6 @@ class GeneratedPairs(Dataset):
         target_voxel_size: (low, high) mm of the prompt's voxel size.
         anisotropic: probability that the three target axes get independent sizes.
         subject_dropout: probability that the prompt leaves out age and sex.
-        lesion_patches: probability that a patch is centred on a lesion voxel (of a subject
-            that has lesions) rather than on any brain voxel: lesions fill a fraction of a
-            percent of the brain, so a uniform draw almost never shows one (as TorchIO's
-            ``LabelSampler`` weights its patch centres by a label map).
         input_modalities: if given, every input is a physical protocol of one of these
             modalities (draws of others are rejected): a model for, say, T1w inputs only.
         normalisation: how inputs are scaled to [0, 1], a name of
@@ -105,7 +101,6 @@ class GeneratedPairs(Dataset):
         target_voxel_size: tuple[float, float] = (0.7, 3.0),
         anisotropic: float = 0.3,
         subject_dropout: float = 0.0,
-        lesion_patches: float = 0.0,
         input_modalities: Sequence[str] = (),
         normalisation: str = "tumsyn",
         target_scale: str = "image",
@@ -119,7 +114,6 @@ class GeneratedPairs(Dataset):
         self.patch_size, self.queries = int(patch_size), int(queries)
         self.target_voxel_size = target_voxel_size
         self.anisotropic, self.subject_dropout = float(anisotropic), float(subject_dropout)
-        self.lesion_patches = float(lesion_patches)
         self.input_modalities = frozenset(canonical_modality(m) for m in input_modalities)
         if self.input_modalities - INPUT_MODALITIES:
             raise ConfigError(
@@ -158,7 +152,8 @@ class GeneratedPairs(Dataset):
             sex=anatomy.parameters.sex,
         )
         draw = self._draw_input(rng)
-        voxel = self._patch_centre(anatomy, rng)
+        brain = np.argwhere(anatomy.brain > 0.5)
+        voxel = brain[int(rng.integers(len(brain)))]
         centre = anatomy.grid.affine[:3, :3] @ voxel + anatomy.grid.affine[:3, 3]
         without = bool(self.subject_dropout and rng.random() < self.subject_dropout)
         return GeneratedParameters(
@@ -169,16 +164,6 @@ class GeneratedPairs(Dataset):
             query_seed=int(rng.integers(2**31)),
             without_subject=without,
         )
-
-    def _patch_centre(self, anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
-        """A brain voxel, or with probability ``lesion_patches`` a lesion voxel where there is
-        one (no extra draw when it is 0, so earlier runs' samples stay the same)."""
-        if self.lesion_patches and rng.random() < self.lesion_patches:
-            lesion = np.argwhere(sum(anatomy.fraction(name) for name in _LESIONS) > 0.5)
-            if len(lesion):
-                return lesion[int(rng.integers(len(lesion)))]
-        brain = np.argwhere(anatomy.brain > 0.5)
-        return brain[int(rng.integers(len(brain)))]
 
     def _draw_input(self, rng: np.random.Generator) -> InputDraw:
         """A randomised input; with ``input_modalities``, the first draw of one of them."""

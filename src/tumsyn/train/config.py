@@ -13,14 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
@@ -108,8 +101,6 @@ class GeneratorConfig(StrictConfig):
     # noise-free target's percentiles (models v1, v2's first networks), "normal_tissue" by its
     # lesion-free voxels', so the scale no longer depends on a lesion load that a patch cannot see.
     target_scale: Literal["image", "normal_tissue"] = "image"
-    # Probability that a patch is centred on a lesion (WMH, enhancing) of a subject that has one.
-    lesion_patches: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("input_modalities")
     @classmethod

@@ -260,11 +260,9 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
                 "input_modalities": g.input_modalities,
                 "normalisation": g.input_normalisation,
                 "target_scale": g.target_scale}  # fmt: skip
-    # Lesion-centred patches for training only: validation keeps the brain's own mix.
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
-                             length=g.samples_per_epoch, lesion_patches=g.lesion_patches,
-                             **settings)  # fmt: skip
+                             length=g.samples_per_epoch, **settings)  # fmt: skip
     validation_subjects = subjects(g.validation_subjects, validation_subject_seed(config.seed))
     held_out = GeneratedPairs(validation_subjects, targets, g.inputs, seed=config.seed + 1,
                               length=config.validation_patches, **settings)  # fmt: skip
