@@ -3,6 +3,8 @@ baselines, summaries and cached predictions."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -139,14 +141,24 @@ def test_model_predictions_are_cached_per_case(
     dataset: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     cases = task_cases(dataset, [("T1w", "T2w")], max_cases=1)
-    method = model_method(checkpoint, tmp_path / "cache", patch_size=8)
+    model = tmp_path / "model.safetensors"
+    shutil.copyfile(checkpoint, model)
+    method = model_method(model, tmp_path / "cache", patch_size=8)
     rows = evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
     assert len(rows) == 1 and np.isfinite(rows[0]["psnr"])
-    (cached,) = (tmp_path / "cache").iterdir()
+    (cached,) = (tmp_path / "cache").rglob("*.nii")
     before = cached.stat().st_mtime_ns
     again = evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
     assert again == rows and cached.stat().st_mtime_ns == before
     assert nib.load(cached).shape == load_case(cases[0], 11).truth.shape
+    # Other weights under the same name, even with an older time stamp: predicted afresh.
+    torch.manual_seed(1)
+    save_checkpoint(model, make_pipeline(build(TEXT), build(TINY_SYNTH_SPEC)))
+    os.utime(model, (0, 0))
+    method = model_method(model, tmp_path / "cache", patch_size=8)
+    other = evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
+    assert other[0]["psnr"] != rows[0]["psnr"]
+    assert len(list((tmp_path / "cache").rglob("*.nii"))) == 2
 
 
 def test_a_routed_model_reads_each_case_with_its_sources_network(

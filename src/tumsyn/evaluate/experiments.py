@@ -14,6 +14,7 @@ co-registered BIDS data set (see the README's "Evaluation on your own data").
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -217,19 +218,24 @@ BASELINES: dict[str, Method] = {"copy source": copy_source, "inverted source": i
 def model_method(checkpoint: str | os.PathLike, cache: Path | None, patch_size: int) -> Method:
     """A method that synthesizes each case's target with a pipeline checkpoint.
 
-    Predictions are kept in ``cache`` (one NIfTI per case) and reused while they are newer than
-    the checkpoint, so experiments that share cases share the synthesis.
+    Predictions are kept in ``cache`` (one NIfTI per case, in a folder named by the checkpoint's
+    content digest, so a checkpoint replaced under the same name is never answered from an old
+    one's predictions) and reused, so experiments that share cases share the synthesis.
     """
     from tumsyn import Synthesizer
 
     synthesizer = None
     checkpoint = Path(checkpoint)
+    folder = None
 
     def predict(data: CaseData) -> np.ndarray:
-        nonlocal synthesizer
-        path = None if cache is None else cache / f"{data.case.name}_slab{data.truth.shape[2]}.nii"
-        fresh = path is not None and path.is_file()
-        if fresh and path.stat().st_mtime > checkpoint.stat().st_mtime:
+        nonlocal synthesizer, folder
+        if cache is not None and folder is None:
+            with open(checkpoint, "rb") as file:
+                folder = cache / hashlib.file_digest(file, "sha256").hexdigest()[:16]
+        name = f"{data.case.name}_slab{data.truth.shape[2]}.nii"
+        path = None if folder is None else folder / name
+        if path is not None and path.is_file():
             return np.asarray(nib.load(path).dataobj, dtype=np.float32)
         if synthesizer is None:
             synthesizer = Synthesizer.from_checkpoint(checkpoint, patch_size=patch_size)
