@@ -152,12 +152,14 @@ def test_model_predictions_are_cached_per_case(
     assert again == rows and cached.stat().st_mtime_ns == before
     assert nib.load(cached).shape == load_case(cases[0], 11).truth.shape
     # Other weights under the same name, even with an older time stamp: predicted afresh.
-    torch.manual_seed(1)
-    save_checkpoint(model, make_pipeline(build(TEXT), build(TINY_SYNTH_SPEC)))
+    pipeline = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        for weight in pipeline.synth.parameters():
+            weight.add_(0.05)
+    save_checkpoint(model, pipeline)
     os.utime(model, (0, 0))
     method = model_method(model, tmp_path / "cache", patch_size=8)
-    other = evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
-    assert other[0]["psnr"] != rows[0]["psnr"]
+    evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
     assert len(list((tmp_path / "cache").rglob("*.nii"))) == 2
 
 

@@ -42,11 +42,11 @@ from tumsyn.simulate import Anatomy, render_on
 from tumsyn.simulate.randomize import INPUT_MODALITIES, InputDraw, InputRandomizer, render_input
 from tumsyn.simulate.render import scan_grid, tissue_object
 from tumsyn.simulate.sequences import signal
+from tumsyn.simulate.tissues import LESIONS
 
 __all__ = ["GeneratedPairs", "GeneratedParameters"]
 
 _PERCENTILES = (0.5, 99.5)  # of targets, as tumsyn.data.volumes.normalise_percentiles
-_LESIONS = ("WMH", "ENH")  # left out of a "normal_tissue" target scale
 _LESION_FREE = 0.05  # at most this lesion fraction: partial lesion voxels would set the top
 #: How targets are scaled: by their whole noise-free image, or by its lesion-free voxels.
 TARGET_SCALES = ("image", "normal_tissue")
@@ -195,7 +195,7 @@ class GeneratedPairs(Dataset):
         values = tissue_object(anatomy, signals)
         counted = values > 0
         if self.target_scale == "normal_tissue":
-            lesion = sum(anatomy.fraction(name) for name in _LESIONS)
+            lesion = sum(anatomy.fraction(name) for name in LESIONS)
             counted &= lesion < _LESION_FREE * anatomy.brain
         low, high = np.percentile(values[counted], _PERCENTILES)
         return float(low), float(high)

@@ -29,6 +29,7 @@ from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
 from tumsyn.evaluate.metrics import contrast_errors, mae, psnr, ssim
 from tumsyn.evaluate.report import bootstrap_interval
 from tumsyn.io import Grid, atomic_output
+from tumsyn.simulate.tissues import LESIONS
 
 __all__ = [
     "BASELINES",
@@ -45,7 +46,6 @@ __all__ = [
 
 Task = tuple[str, str]
 TISSUES = TISSUE_LABELS
-LESIONS = ("WMH", "ENH")  # the simulator's lesion maps, scored together against white matter
 #: Least lesion volume (in voxels' worth of fractions) in a case for its lesion/WM error.
 MIN_LESION_VOXELS = 20.0
 

@@ -61,6 +61,7 @@ from tumsyn.errors import MetadataError
 
 __all__ = [
     "FIELD_RANGE",
+    "LESIONS",
     "MYELIN_WATER_T2",
     "PUBLISHED_SPREAD",
     "TISSUES",
@@ -72,6 +73,8 @@ __all__ = [
 
 #: Tissue classes of a virtual subject, in the order of its probability maps.
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH", "VEIN")
+#: The pathological ones: white-matter hyperintensities and enhancing lesions.
+LESIONS: tuple[str, ...] = ("WMH", "ENH")
 
 _FIELDS = np.array([1.5, 3.0, 7.0])
 FIELD_RANGE = (float(_FIELDS[0]), float(_FIELDS[-1]))
