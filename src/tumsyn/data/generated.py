@@ -188,7 +188,7 @@ class GeneratedPairs(Dataset):
         patch = crop_padded(self.normalise(image), start, shape)
         return patch, Grid(image.shape, affine).box(start, shape)
 
-    def _target_scale(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:
+    def target_range(self, anatomy: Anatomy, target: ImagingMetadata) -> tuple[float, float]:
         """The target image's 0.5th and 99.5th percentiles, from its noise-free tissue image
         (over the voxels with almost no lesion, for ``"normal_tissue"``)."""
         signals = signal(anatomy.properties(target.field_strength), target)
@@ -211,7 +211,7 @@ class GeneratedPairs(Dataset):
         low = np.floor(first).astype(int)
         box = whole.box(low, np.ceil(last).astype(int) + 1 - low)
         values = render_on(anatomy.around(box), p.target, box)
-        bottom, top = self._target_scale(anatomy, p.target)
+        bottom, top = self.target_range(anatomy, p.target)
         ceiling = 1.0 if self.target_scale == "image" else None
         values = np.clip((values - bottom) / max(top - bottom, 1e-6), 0.0, ceiling)
         # Their coordinates in the patch's [-1, 1] frame; keep those inside it.
