@@ -30,11 +30,11 @@ from tumsyn.train.config import load_train_config
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "synth-v2-t1-flair.yaml"
 
 
-def pure_means(anatomy, target, low: float, high: float) -> tuple[float, float]:
-    """Mean scaled intensity of pure grey and pure white matter of the noise-free target."""
+def pure_means(anatomy, target, pure: dict) -> dict[str, float]:
+    """Mean intensity of pure grey and pure white matter of the noise-free target, unscaled
+    (scaling is linear, so a scale maps these means as it maps the voxels)."""
     values = tissue_object(anatomy, signal(anatomy.properties(target.field_strength), target))
-    scaled = (values - low) / (high - low)
-    return tuple(float(scaled[anatomy.fraction(t) > 0.95].mean()) for t in ("GM", "WM"))
+    return {tissue: float(values[where].mean()) for tissue, where in pure.items()}
 
 
 def main(argv: list[str]) -> None:
@@ -52,11 +52,14 @@ def main(argv: list[str]) -> None:
     for index in range(1, g.subjects + 1):
         anatomy = cohort_subject(settings, index)
         lesion_cc = float(sum(anatomy.fraction(name).sum() for name in LESIONS)) / 1000
+        pure = {tissue: anatomy.fraction(tissue) > 0.95 for tissue in ("GM", "WM")}
         for number, target in enumerate(targets, start=1):
             row = {"subject": index, "lesions (cc)": round(lesion_cc, 1), "protocol": number}
+            means = pure_means(anatomy, target, pure)
             for name, pairs in scales.items():
-                gm, wm = pure_means(anatomy, target, *pairs.target_range(anatomy, target))
-                row |= {f"GM ({name})": round(gm, 2), f"WM ({name})": round(wm, 2)}
+                low, high = pairs.target_range(anatomy, target)
+                row |= {f"{tissue} ({name})": round((mean - low) / (high - low), 2)
+                        for tissue, mean in means.items()}  # fmt: skip
             rows.append(row)
     command = "python benchmarks/exp_target_scale.py " + " ".join(argv)
     report("target_scale", rows, {"command": command.strip(), "config": str(config_path)})
