@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The checks only a GPU can make (docs/gpu.md), as one prepared run on a machine with CUDA.
 #
-#   scripts/gpu_checks.sh [all|tests|bench|bench-gpu|wheels]     (default: all)
+#   scripts/gpu_checks.sh [all|tests|bench|bench-gpu|gpu|wheels]     (default: all)
 #
-#   tests      .venv/bin/python -m pytest -m slow -q   (tests/test_slow.py: CUDA synthesis, fp32
+#   tests      .venv/bin/python -m pytest -m slow -q tests/test_slow.py   (CUDA synthesis, fp32
 #              and bf16 against the CPU; tumsyn synthesize --device cuda; synthesize-bids under
 #              torchrun; a few bf16 training steps of the base configurations; and the paper-size
 #              CPU checks)
 #   bench      .venv/bin/python benchmarks/bench_synthesize.py   (every row; with CUDA it adds
 #              official-synth and tumsyn-base on a whole brain in bf16)
 #   bench-gpu  only those two whole-brain GPU rows (when the full benchmark does not fit a run)
+#   gpu        what needs the GPU and nothing else, for one short device run: the slow tests
+#              without the paper-size CPU checks, then bench-gpu
 #   all        tests, then bench
 #   wheels     (on a machine with pip access, not the GPU one) download into .whl/ the packages
 #              that the project's GPU machine lacks, at the versions of this .venv
@@ -87,8 +89,10 @@ record_environment() {
     cat "$out/env.txt"
 }
 
-run_tests() {
-    "$py" -m pytest -m slow -q --junitxml "$out/pytest.xml" 2>&1 | tee "$out/pytest.log"
+run_tests() {  # run_tests [PYTEST ARGS...]: the slow tests all live in tests/test_slow.py, and
+    # collecting only that file spares the GPU machine the web app's packages (fastapi)
+    "$py" -m pytest -m slow -q -o junit_family=legacy --junitxml "$out/pytest.xml" "$@" \
+        tests/test_slow.py 2>&1 | tee "$out/pytest.log"
 }
 
 run_bench() {
@@ -110,8 +114,8 @@ if [ "$step" = wheels ]; then
     download_wheels
     exit
 fi
-case "$step" in all | tests | bench | bench-gpu) ;; *)
-    echo "usage: scripts/gpu_checks.sh [all|tests|bench|bench-gpu|wheels]" >&2
+case "$step" in all | tests | bench | bench-gpu | gpu) ;; *)
+    echo "usage: scripts/gpu_checks.sh [all|tests|bench|bench-gpu|gpu|wheels]" >&2
     exit 2
     ;;
 esac
@@ -125,7 +129,10 @@ fi
 if [ "$step" = all ] || [ "$step" = bench ]; then
     run_bench || failed=1
 fi
-if [ "$step" = bench-gpu ]; then
+if [ "$step" = gpu ]; then
+    run_tests -k "not on_the_cpu" || failed=1
+fi
+if [ "$step" = bench-gpu ] || [ "$step" = gpu ]; then
     run_gpu_bench || failed=1
 fi
 exit "$failed"
