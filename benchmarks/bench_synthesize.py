@@ -82,6 +82,15 @@ def _whole_brain_case(voxel: float) -> dict:
     return {"seconds": time.perf_counter() - began}
 
 
+def _random_text(model):
+    """Random prompt features of the shape the network's fusion takes: one pooled vector, or 40
+    tokens (the tokenizer's context length is longer; speed hardly depends on it)."""
+    import torch
+
+    width = model.spec["args"]["text_dim"]
+    return torch.randn(1, width) if model.pooled_text else torch.randn(1, 40, width)
+
+
 def _paper_whole_brain_case(config: str, device: str) -> dict:
     """A paper-size network (random weights) on the whole brain, bf16 autocast: GPU work (on a
     CPU only as a smoke test of this code, e.g. ``--child gpu-brain:tumsyn-tiny:cpu``)."""
@@ -93,9 +102,7 @@ def _paper_whole_brain_case(config: str, device: str) -> dict:
 
     kind = torch.device(device).type
     model = build(config).eval().to(device)
-    args = model.spec["args"]
-    text = (torch.randn(1, args["text_dim"]) if args["fusion"]["kind"] == "global"
-            else torch.randn(1, 40, args["text_dim"])).to(device)  # fmt: skip
+    text = _random_text(model).to(device)
 
     def predict(patches, coord, cell):
         with torch.autocast(kind, dtype=torch.bfloat16):
@@ -124,9 +131,7 @@ def _patch_case(config: str, size: int, precision: str) -> dict:
     if precision == "fp32-direct":  # PyTorch's own convolutions throughout, as the official code
         winograd.MIN_CHANNELS = sys.maxsize
     model = build(config).eval()
-    args = model.spec["args"]
-    text = (torch.randn(1, args["text_dim"]) if args["fusion"]["kind"] == "global"
-            else torch.randn(1, 40, args["text_dim"]))  # fmt: skip
+    text = _random_text(model)
     image = torch.rand(1, 1, size, size, size)
     coord = cell_centres((size,) * 3)[None]
     cell = torch.full_like(coord, 2 / size)
