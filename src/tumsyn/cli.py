@@ -384,8 +384,9 @@ def add_synthesize(commands: Commands) -> None:
     synthesize.add_argument("input", type=Path, help="source image (3D NIfTI)")
     synthesize.add_argument("-o", "--output", type=Path, required=True, help="output .nii.gz")
     synthesize.add_argument(
-        "--input-modality", metavar="NAME", help="the input's modality (default: from a BIDS "
-        "name such as sub-01_T2w.nii.gz); a model with a network per input modality needs it"
+        "--input-modality", metavar="NAME", help="the input's modality (default: from its "
+        "file name, sub-01_T2w.nii.gz, else guessed from its intensities); a model with a "
+        "network per input modality reads the input with that modality's network"
     )  # fmt: skip
     _add_synthesis_flags(synthesize)
     _add_metadata_flags(synthesize)

@@ -71,7 +71,8 @@ class PlanePreview:
     Args:
         synthesizer: the loaded model and its options.
         volume: the source.
-        input_modality: the source's modality, if known (see :meth:`Synthesizer.__call__`).
+        input_modality: the source's modality, if known (else guessed as
+            :meth:`Synthesizer.synthesize_volume` does).
         max_cache_bytes: memory for the source's patch features, per network that reads it (a
             routed model's target specialists have encoders of their own).
 
@@ -89,7 +90,8 @@ class PlanePreview:
         max_cache_bytes: int = 1 << 30,
     ) -> None:
         self.synthesizer, self.volume = synthesizer, volume
-        self.input_modality = input_modality
+        guess = synthesizer.modality_guess(volume, input_modality)  # as the whole volume is read
+        self.input_modality = input_modality if guess is None else guess.modality
         self.max_cache_bytes = max_cache_bytes
         self._caches: dict[torch.nn.Module, FeatureCache] = {}
 

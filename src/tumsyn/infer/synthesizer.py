@@ -27,6 +27,7 @@ from tumsyn.distributed import environment_world
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.coverage import coverage_warnings
 from tumsyn.infer.loading import model_name, read_pipeline_metadata
+from tumsyn.infer.modality_guess import ModalityGuess, guess_input_modality
 from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.target import checked_prompt, resolve_target
 from tumsyn.infer.volume import synthesize_volume
@@ -155,9 +156,10 @@ class Synthesizer:
             progress: wraps the iterator over patch batches (e.g. ``tqdm``).
             input_modality: the modality of ``image`` (default: what its file name tells,
                 ``sub-01_T2w.nii.gz`` or ``IXI002-Guys-0828-T2.nii.gz``:
-                :func:`~tumsyn.metadata.modality_from_file_name`); a model with a network per
-                input modality reads the image with that one (:mod:`tumsyn.models.routed`),
-                others ignore it.
+                :func:`~tumsyn.metadata.modality_from_file_name`; else, for a model with a
+                network per input modality, guessed from its intensities, with a warning:
+                :mod:`tumsyn.infer.modality_guess`); such a model reads the image with that
+                modality's network (:mod:`tumsyn.models.routed`), others ignore it.
 
         Returns:
             The synthesized image on the input's field of view in world space, at the target
@@ -180,6 +182,15 @@ class Synthesizer:
             volume, metadata, progress=progress, input_modality=input_modality
         )
 
+    def modality_guess(self, volume: Volume, input_modality: str | None) -> ModalityGuess | None:
+        """How the model reads an input that nobody named (``input_modality`` ``None``): for a
+        model with a network per input modality, a guess from the image's intensities
+        (:mod:`tumsyn.infer.modality_guess`); ``None`` where the modality is known or the model
+        reads every input alike."""
+        if input_modality is not None or not isinstance(self.pipeline.synth, RoutedNetwork):
+            return None
+        return guess_input_modality(volume.data, volume.voxel_size)
+
     def synthesize_volume(
         self,
         volume: Volume,
@@ -189,29 +200,39 @@ class Synthesizer:
         input_modality: str | None = None,
     ) -> SynthesizedImage:
         """The core of :meth:`__call__` for a checked volume, a complete target and the input's
-        modality (if known)."""
-        result = self.synthesize_arrays(
-            volume, metadata, progress=progress, input_modality=input_modality
-        )
+        modality (if known; else guessed, see :meth:`modality_guess`)."""
+        guess = self.modality_guess(volume, input_modality)
+        read_as = input_modality if guess is None else guess.modality
+        result = self.synthesize_arrays(volume, metadata, progress=progress, input_modality=read_as)
         prompt = checked_prompt(metadata)
         output = nifti_image(result.data, result.affine, image_class=SynthesizedImage)
         output.prompt, output.metadata = prompt, metadata
         coverage = coverage_warnings(metadata, self.meta["extra"].get("coverage", {}))
-        output.warnings = (*self.input_warnings(input_modality), *coverage)
+        output.warnings = (*self.input_warnings(input_modality, guess), *coverage)
         return output
 
-    def input_warnings(self, input_modality: str | None) -> list[str]:
-        """How a model with a network per input modality reads an input of ``input_modality``
-        with another one (its fallback): the input is then outside what that network learned."""
+    def input_warnings(
+        self, input_modality: str | None, guess: ModalityGuess | None = None
+    ) -> list[str]:
+        """How a model with a network per input modality read an input it was not told the
+        modality of (``guess``), or one of ``input_modality`` with another network (its
+        fallback): the input is then outside what that network learned."""
         synth = self.pipeline.synth
+        if not isinstance(synth, RoutedNetwork):
+            return []
+        advice = ("name the input with its modality, e.g. sub-01_T2w.nii.gz, or give its "
+                  "modality: --input-modality")  # fmt: skip
+        if guess is not None:
+            read_as = guess.modality or synth.fallback
+            return [
+                f"the input's modality was not given and its file name does not tell; it was "
+                f"read as {read_as} ({guess.reason}); if that is wrong, {advice}"
+            ]
         known = None if input_modality is None else canonical_modality(input_modality)
-        if not isinstance(synth, RoutedNetwork) or synth.route(known) == known:
+        if synth.route(known) == known:
             return []
         what = "not known" if known is None else f"{known}, which it has no network for"
-        return [
-            f"the input's modality is {what}, so it was read as {synth.fallback} (name the input "
-            "with its modality, e.g. sub-01_T2w.nii.gz, or give its modality: --input-modality)"
-        ]
+        return [f"the input's modality is {what}, so it was read as {synth.fallback} ({advice})"]
 
     def synthesize_arrays(
         self,
