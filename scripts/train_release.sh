@@ -27,11 +27,14 @@
 # 6. a T1w specialist for T2w inputs, fine-tuned from that file's T2w network on its own text
 #    tower (configs/synth-v2-t2-t1.yaml: the library's T1w protocols alone), and that file's
 #    FLAIR specialist fine-tuned with targets scaled by their lesion-free voxels
-#    (configs/synth-v2-t1-flair-n.yaml), put in its place: the shipped checkpoint.
+#    (configs/synth-v2-t1-flair-n.yaml), put in its place: runs/tumsyn-v2-fn.safetensors;
+# 7. that file's T1w network and FLAIR specialist fine-tuned with inputs bent by a wider gamma
+#    (configs/synth-v2-t1-gamma.yaml, -t1-flair-gamma.yaml; trained on a GPU for the shipped
+#    file, see the model card), put in their places: the shipped checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
-# runs/synth-v2-t1-flair{,-b,-n}/, runs/synth-v2-t2-t1/
-# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-base.safetensors and
-# runs/tumsyn-v2.safetensors.
+# runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/
+# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-base.safetensors,
+# runs/tumsyn-v2-fn.safetensors and runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
 set -euo pipefail
@@ -65,6 +68,13 @@ if [ ! -f runs/tumsyn-v2-base.safetensors ]; then  # the specialist below learns
 fi
 train train configs/synth-v2-t2-t1.yaml runs/synth-v2-t2-t1
 train train configs/synth-v2-t1-flair-n.yaml runs/synth-v2-t1-flair-n
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-base.safetensors \
-    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1/model.safetensors \
-    T1w:FLAIR=runs/synth-v2-t1-flair-n/model.safetensors
+if [ ! -f runs/tumsyn-v2-fn.safetensors ]; then  # the gamma step below learns from this file
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-base.safetensors \
+        runs/tumsyn-v2-fn.safetensors T2w:T1w=runs/synth-v2-t2-t1/model.safetensors \
+        T1w:FLAIR=runs/synth-v2-t1-flair-n/model.safetensors
+fi
+train train configs/synth-v2-t1-gamma.yaml runs/synth-v2-t1-gamma
+train train configs/synth-v2-t1-flair-gamma.yaml runs/synth-v2-t1-flair-gamma
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fn.safetensors \
+    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-gamma/model.safetensors \
+    T1w:FLAIR=runs/synth-v2-t1-flair-gamma/model.safetensors
