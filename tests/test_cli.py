@@ -73,7 +73,17 @@ def test_info_on_bundled_example(capsys) -> None:
     assert fields["orientation"].strip() == "RAS"
     assert fields["voxel size"].strip() == "2 x 2 x 2 mm"
     assert fields["prompt"].strip().startswith("Age: None; Gender: None; Scanner: 1.5 Philips")
+    assert fields["input modality"].strip() == "T1w (from the file name or sidecar)"
     assert image.read_bytes() == before
+
+
+def test_info_says_how_an_unnamed_input_would_be_read(capsys, tmp_path) -> None:
+    unnamed = tmp_path / "input_0000.nii.gz"
+    shutil.copyfile(example_t1w(), unnamed)
+    code, out, err = run(capsys, "info", str(unnamed))
+    assert (code, err) == (0, "")
+    fields = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert fields["input modality"].strip().startswith("not named; read as T1w (T1-like")
 
 
 def test_version(capsys) -> None:

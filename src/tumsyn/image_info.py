@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumsyn.infer.modality_guess import guess_input_modality
 from tumsyn.infer.target import checked_prompt
 from tumsyn.io import load_nifti
 from tumsyn.metadata import (
@@ -37,6 +38,7 @@ class ImageSummary:
     sidecar: Path | None
     participant_found: bool
     metadata: ImagingMetadata
+    input_modality: str  # what the name or sidecar says, else the intensity guess, in words
 
     def rows(self) -> list[tuple[str, str]]:
         """``(name, value)`` lines for a terminal."""
@@ -50,6 +52,7 @@ class ImageSummary:
             ("non-zero", f"{self.nonzero} voxels, 0.5-99.5 percentile {low:.4g}-{high:.4g}"),
             ("sidecar", str(self.sidecar) if self.sidecar else "none beside the image"),
             ("participant", "found in participants.tsv" if self.participant_found else "not found"),
+            ("input modality", self.input_modality),
             ("prompt", checked_prompt(self.metadata)),
         ]
 
@@ -80,6 +83,7 @@ def summarise_image(
             modality=modality_from_file_name(path.name), voxel_size=voxel_size
         )
     return ImageSummary(
+        input_modality=_input_modality(metadata, volume.data, volume.voxel_size),
         path=path,
         shape=tuple(volume.data.shape),
         voxel_size=volume.voxel_size,
@@ -92,3 +96,15 @@ def summarise_image(
         participant_found=participant is not None,
         metadata=metadata,
     )
+
+
+def _input_modality(
+    metadata: ImagingMetadata, data: np.ndarray, voxel_size: tuple[float, float, float]
+) -> str:
+    """How a model with a network per input modality would read the image: the modality its
+    name or sidecar gives, else what its intensities suggest
+    (:mod:`tumsyn.infer.modality_guess`)."""
+    if metadata.modality is not None:
+        return f"{metadata.modality} (from the file name or sidecar)"
+    guess = guess_input_modality(data, voxel_size)
+    return f"not named; read as {guess.modality or 'T1w'} ({guess.reason})"
