@@ -113,27 +113,25 @@ def l1_rows(name: str, pipeline, samples: list) -> list[dict]:
     ]  # fmt: skip
 
 
-INPUT_KINDS = ("ideal", "scanned")
 SCANNED_BIAS = tuple(float(c) for c in np.random.default_rng(3).normal(0.0, 0.12, 9))
-
-
-def _input_draw(modality: str, kind: str) -> InputDraw:
-    """An input of ``modality``'s default protocol without randomisation: ``ideal``, noise-free
-    at 2 mm; ``scanned``, at 1 x 1 x 1.2 mm with SNR 25 and a fixed bias field (a routine scan)."""
-    voxel = (2.0, 2.0, 2.0) if kind == "ideal" else (1.0, 1.0, 1.2)
-    scan = (ScanSettings(snr=1e9, bias=(0.0,) * 9) if kind == "ideal"
-            else ScanSettings(snr=25.0, bias=SCANNED_BIAS, noise_seed=7))  # fmt: skip
-    protocol = default_protocol(modality).metadata.replace(voxel_size=voxel)
-    return InputDraw(protocol=protocol, signals=None, voxel_size=voxel, scan=scan,
-                     shift_mm=(0.0, 0.0, 0.0), gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+#: The transfer table's input kinds: (input voxel size, scan settings, target voxel size).
+#: ``ideal``, noise-free at 2 mm; ``scanned``, a routine scan at 1 x 1 x 1.2 mm with SNR 25 and a
+#: fixed bias field, targets at 1 mm.
+INPUT_KINDS = {
+    "ideal": ((2.0, 2.0, 2.0), ScanSettings(snr=1e9, bias=(0.0,) * 9), 2.0),
+    "scanned": ((1.0, 1.0, 1.2), ScanSettings(snr=25.0, bias=SCANNED_BIAS, noise_seed=7), 1.0),
+}
 
 
 def _chosen_parameters(pairs: GeneratedPairs, index: int, source: str, modality: str, kind: str):
-    """Sample ``index``'s patch with a ``kind`` input of ``source`` and a target of
-    ``modality``'s default protocol, at 2 mm (``ideal``) or 1 mm (``scanned``)."""
-    size = 2.0 if kind == "ideal" else 1.0
-    target = default_protocol(modality).metadata.replace(voxel_size=(size,) * 3)
-    return replace(pairs.parameters(index), draw=_input_draw(source, kind), target=target)
+    """Sample ``index``'s patch with a ``kind`` input of ``source``'s default protocol, without
+    randomisation, and a target of ``modality``'s default protocol (:data:`INPUT_KINDS`)."""
+    voxel, scan, target_size = INPUT_KINDS[kind]
+    protocol = default_protocol(source).metadata.replace(voxel_size=voxel)
+    draw = InputDraw(protocol=protocol, signals=None, voxel_size=voxel, scan=scan,
+                     shift_mm=(0.0, 0.0, 0.0), gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
+    target = default_protocol(modality).metadata.replace(voxel_size=(target_size,) * 3)
+    return replace(pairs.parameters(index), draw=draw, target=target)
 
 
 @functools.cache  # the separation and map tables and every model ask for the same patches
