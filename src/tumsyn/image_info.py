@@ -107,4 +107,6 @@ def _input_modality(
     if metadata.modality is not None:
         return f"{metadata.modality} (from the file name or sidecar)"
     guess = guess_input_modality(data, voxel_size)
-    return f"not named; read as {guess.modality or 'T1w'} ({guess.reason})"
+    if guess.modality is None:
+        return f"not named; read by the model's fallback network ({guess.reason})"
+    return f"not named; read as {guess.modality} ({guess.reason})"
