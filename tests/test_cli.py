@@ -83,8 +83,10 @@ def test_info_says_how_an_unnamed_input_would_be_read(capsys, tmp_path) -> None:
     code, out, err = run(capsys, "info", str(unnamed))
     assert (code, err) == (0, "")
     fields = dict(line.split(": ", 1) for line in out.strip().splitlines())
-    assert fields["input modality"].strip().startswith(
-        "not named; read by the model's fallback network (T1-like"
+    assert (
+        fields["input modality"]
+        .strip()
+        .startswith("not named; read by the model's fallback network (T1-like")
     )
 
 
