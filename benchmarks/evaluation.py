@@ -191,9 +191,11 @@ def given_models(args: argparse.Namespace) -> dict[str, Path]:
 
 def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str) -> dict:
     """Every conditioner's model and every baseline on every task of one held-out split:
-    per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), overall (``NAME.json``)
-    and a figure (``docs/figures/eval_NAME.png``). With ``--data``, the same on a user's BIDS
-    data set, for the given pipelines, written as ``NAME_own_data*.json``."""
+    per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), per input modality
+    (``NAME_inputs.json``: how each method reads inputs of one contrast, e.g. one that no network
+    was trained on), overall (``NAME.json``) and a figure (``docs/figures/eval_NAME.png``).
+    With ``--data``, the same on a user's BIDS data set, for the given pipelines, written as
+    ``NAME_own_data*.json``."""
     from tumsyn.evaluate.experiments import evaluate_cases, summarise, task_cases
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -215,12 +217,14 @@ def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str)
     metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error", "lesion_wm_error")
     summary = summarise(rows, by=("task", "method"), metrics=metrics, seed=seed)
     per_task = [row for row in summary if row["task"] != "all tasks"]
+    per_input = summarise(rows, by=("input", "method"), metrics=metrics, seed=seed, overall=None)
     overall = [{k: v for k, v in row.items() if k != "task"} for row in summary
                if row["task"] == "all tasks"]  # fmt: skip
     subjects = len({row["subject"] for row in rows})
     caption = (f"{where}: {len(cases)} cases of {task_count} tasks, {subjects} held-out "
                "subjects; mean [bootstrap 95 % interval]")  # fmt: skip
-    for suffix, content in (("_cases", rows), ("_tasks", per_task), ("", overall)):
+    for suffix, content in (("_cases", rows), ("_tasks", per_task), ("_inputs", per_input),
+                            ("", overall)):
         write_results(f"{name}{suffix}", content, args, caption, experiment=experiment)
     plot_metric(per_task, "psnr", name, f"{where}: PSNR")
     return {"rows": rows, "summary": summary}

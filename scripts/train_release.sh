@@ -30,11 +30,13 @@
 #    (configs/synth-v2-t1-flair-n.yaml), put in its place: runs/tumsyn-v2-fn.safetensors;
 # 7. that file's T1w network and FLAIR specialist fine-tuned with inputs bent by a wider gamma
 #    (configs/synth-v2-t1-gamma.yaml, -t1-flair-gamma.yaml; trained on a GPU for the shipped
-#    file, see the model card), put in their places: the shipped checkpoint.
+#    file, see the model card), put in their places: runs/tumsyn-v2-gamma.safetensors;
+# 8. a network for FLAIR inputs, fine-tuned from that file's T1w network
+#    (configs/synth-v2-flair-input.yaml), added to it: the shipped checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
-# runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/
-# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-base.safetensors,
-# runs/tumsyn-v2-fn.safetensors and runs/tumsyn-v2.safetensors.
+# runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/,
+# runs/synth-v2-flair-input/ (model.safetensors, metrics.csv, state.pt),
+# runs/tumsyn-v2-{base,fn,gamma}.safetensors and runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
 set -euo pipefail
@@ -75,6 +77,11 @@ if [ ! -f runs/tumsyn-v2-fn.safetensors ]; then  # the gamma step below learns f
 fi
 train train configs/synth-v2-t1-gamma.yaml runs/synth-v2-t1-gamma
 train train configs/synth-v2-t1-flair-gamma.yaml runs/synth-v2-t1-flair-gamma
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fn.safetensors \
-    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-gamma/model.safetensors \
-    T1w:FLAIR=runs/synth-v2-t1-flair-gamma/model.safetensors
+if [ ! -f runs/tumsyn-v2-gamma.safetensors ]; then  # the FLAIR-input network learns from this file
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fn.safetensors \
+        runs/tumsyn-v2-gamma.safetensors T1w=runs/synth-v2-t1-gamma/model.safetensors \
+        T1w:FLAIR=runs/synth-v2-t1-flair-gamma/model.safetensors
+fi
+train train configs/synth-v2-flair-input.yaml runs/synth-v2-flair-input
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-gamma.safetensors \
+    runs/tumsyn-v2.safetensors FLAIR=runs/synth-v2-flair-input/model.safetensors

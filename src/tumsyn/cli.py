@@ -684,12 +684,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _bundled_networks() -> list[tuple[str, str]]:
-    """Each bundled model and the networks it routes inputs to (fallback marked)."""
+    """Each bundled model and the networks it routes inputs to (fallback marked): the input
+    networks first, then the specialists (``INPUT:TARGET``), each in the order packaged."""
     from tumsyn.infer.loading import BUNDLED_CHECKPOINTS, pipeline_networks, read_pipeline_metadata
 
     rows = []
     for name in BUNDLED_CHECKPOINTS:
         keys, fallback = pipeline_networks(read_pipeline_metadata(name))
+        keys = sorted(keys, key=lambda key: ":" in key)  # stable: packaged order within each
         marked = [f"{key} (fallback)" if key == fallback else key for key in keys]
         rows.append((name, ", ".join(marked) or "one network for every input"))
     return rows

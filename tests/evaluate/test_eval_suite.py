@@ -86,6 +86,11 @@ def test_each_experiment_reports_every_method_with_its_command(suite) -> None:
         assert row["psnr_low"] <= row["psnr"] <= row["psnr_high"]
     tasks = {row["task"] for row in _json(results, "internal_tasks")["rows"]}
     assert tasks == {"T1w->T2w", "FLAIR->T1w"}
+    by_input = {(r["input"], r["method"]): r for r in _json(results, "internal_inputs")["rows"]}
+    by_task = {(r["task"], r["method"]): r for r in _json(results, "internal_tasks")["rows"]}
+    assert {modality for modality, _ in by_input} == {"T1w", "FLAIR"}
+    for method in methods:  # one task per input here, so the pooled input is that task
+        assert by_input[("FLAIR", method)]["psnr"] == by_task[("FLAIR->T1w", method)]["psnr"]
     specific = {(r["task"], r["method"]) for r in _json(results, "task_specific")["rows"]}
     assert ("FLAIR->FLAIR", "task-specific") in specific
     assert ("T1w->T2w", "tumsyn (BMLIP text)") in specific

@@ -259,7 +259,7 @@ def test_models_command_lists_every_config(capsys) -> None:
     # The bundled models, with the networks a fine-tuning run's init_network may name.
     models = {line.split()[0]: line for line in bundled.splitlines()[1:]}
     assert set(models) == set(BUNDLED_CHECKPOINTS)
-    assert "T1w (fallback), T2w, PD, T1w:FLAIR, T2w:T1w" in models["tumsyn-v2"]
+    assert "T1w (fallback), T2w, PD, FLAIR, T1w:FLAIR, T2w:T1w" in models["tumsyn-v2"]
     assert "one network for every input" in models["tumsyn-tiny"]
 
 

@@ -269,6 +269,7 @@ def evaluate_cases(
             rows.append(
                 {
                     "task": task_name(case.task),
+                    "input": case.task[0],
                     "method": name,
                     "subject": case.target.subject,
                     "case": case.name,

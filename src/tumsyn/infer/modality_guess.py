@@ -14,7 +14,9 @@ segmentation (none is at hand before synthesis):
 A T2w's core is darker than its shell (white matter is its darkest tissue) and its ventricles are
 far brighter than white matter. A PD's CSF is not dark (nearly grey matter's level), while T1w
 and FLAIR images darken or null it, and its core is not much brighter than its shell. Every other
-input (T1w, T1CE, FLAIR) looks T1-like and keeps the fallback. T2*w and SWI inputs, which have
+input (T1w, T1CE, FLAIR) looks T1-like and keeps the fallback: a FLAIR's faint grey/white step
+does not outweigh the dark sulcal CSF of its shell (its core/shell ratios overlap a T1w's), so
+these rules cannot send it to model v2's FLAIR network. T2*w and SWI inputs, which have
 no network of their own, look like PD to these rules (CSF not dark) and are read as PD.
 
 The thresholds come from simulated scans of every packaged protocol (three subjects, 1-3 mm and
