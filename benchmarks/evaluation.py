@@ -223,8 +223,12 @@ def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str)
     subjects = len({row["subject"] for row in rows})
     caption = (f"{where}: {len(cases)} cases of {task_count} tasks, {subjects} held-out "
                "subjects; mean [bootstrap 95 % interval]")  # fmt: skip
-    for suffix, content in (("_cases", rows), ("_tasks", per_task), ("_inputs", per_input),
-                            ("", overall)):
+    for suffix, content in (
+        ("_cases", rows),
+        ("_tasks", per_task),
+        ("_inputs", per_input),
+        ("", overall),
+    ):
         write_results(f"{name}{suffix}", content, args, caption, experiment=experiment)
     plot_metric(per_task, "psnr", name, f"{where}: PSNR")
     return {"rows": rows, "summary": summary}
