@@ -82,17 +82,19 @@ bench: setup
 # docs/figures/eval_*.png, and the README's results tables are regenerated from the JSON.
 EVAL_SUITE ?= release
 EVAL_EXPERIMENTS := internal zero_shot task_specific morphometry retrieval heterogeneous_resolution \
-	controllability
+	controllability unseen_inputs
 EVAL_TABLES := internal zero_shot task_specific morphometry retrieval_suite \
-	controllability_correlation heterogeneous_resolution
-# The held-out splits also evaluate the shipped models beside the suite's own (issue 14's comparison).
+	controllability_correlation heterogeneous_resolution unseen_inputs unseen_inputs_zero_shot
+# The held-out splits (and the inputs of contrasts v2 has no network for) also evaluate the shipped
+# models beside the suite's own (issue 14's comparison).
 SHIPPED := src/tumsyn/checkpoints
 EVAL_SHIPPED := --model shipped-tumsyn-v2=$(SHIPPED)/tumsyn-v2.safetensors \
 	--model shipped-tumsyn-tiny=$(SHIPPED)/tumsyn-tiny.safetensors
 eval: setup
 	@for experiment in $(EVAL_EXPERIMENTS); do \
 		echo "== $$experiment ($(EVAL_SUITE))"; \
-		case $$experiment in internal|zero_shot) shipped="$(EVAL_SHIPPED)";; *) shipped=;; esac; \
+		case $$experiment in internal|zero_shot|unseen_inputs) shipped="$(EVAL_SHIPPED)";; \
+			*) shipped=;; esac; \
 		$(PY) benchmarks/exp_$$experiment.py --suite $(EVAL_SUITE) --quiet $$shipped || exit 1; \
 	done
 	$(PY) scripts/eval_tables.py --only $(EVAL_TABLES)

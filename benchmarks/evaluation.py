@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from common import report
@@ -167,18 +168,32 @@ def add_own_data_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="SOURCE:TARGET",
-        help="with --data: tasks such as T1w:T2w (default: the paper's eight)",
+        help="tasks such as T1w:T2w (default: the experiment's; with --data the paper's "
+        "eight unless the experiment has its own)",
     )
     parser.add_argument("--patch-size", type=int, default=32, help="with --data (default 32)")
 
 
-def _own_data(args: argparse.Namespace) -> tuple[list, dict[str, Method], int, int]:
+def given_tasks(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    """``--tasks SOURCE:TARGET ...`` as (source, target) pairs of canonical modality names
+    (``T2starw:T1w`` -> ``("T2star", "T1w")``), or None where not given."""
+    from tumsyn.metadata import canonical_modality
+
+    if not args.tasks:
+        return None
+    pairs = [task.split(":", 1) for task in args.tasks]
+    return [(canonical_modality(source), canonical_modality(target)) for source, target in pairs]
+
+
+def _own_data(
+    args: argparse.Namespace, default_tasks: Sequence[tuple[str, str]]
+) -> tuple[list, dict[str, Method], int, int]:
     """Cases and methods for ``--data``: the given pipelines and the baselines."""
     from tumsyn.evaluate.experiments import task_cases
     from tumsyn.infer.loading import BUNDLED_CHECKPOINT, bundled_checkpoint_path
 
     models = given_models(args) or {f"{BUNDLED_CHECKPOINT} (bundled)": bundled_checkpoint_path()}
-    tasks = [tuple(t.split(":", 1)) for t in args.tasks] if args.tasks else list(PAPER_TASKS)
+    tasks = given_tasks(args) or list(default_tasks)
     workdir = args.workdir or ROOT / "runs" / "eval-own-data"
     methods = model_methods(models, workdir, args.patch_size)
     return task_cases(args.data, tasks), {**methods, **BASELINES}, len(tasks), 0
@@ -189,13 +204,21 @@ def given_models(args: argparse.Namespace) -> dict[str, Path]:
     return {name: Path(path) for name, path in (item.split("=", 1) for item in args.model or [])}
 
 
-def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str) -> dict:
+def split_experiment(
+    argv: list[str] | None,
+    *,
+    split: str,
+    name: str,
+    doc: str,
+    tasks: Sequence[tuple[str, str]] | None = None,
+) -> dict:
     """Every conditioner's model and every baseline on every task of one held-out split:
     per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), per input modality
     (``NAME_inputs.json``: how each method reads inputs of one contrast, e.g. one that no network
     was trained on), overall (``NAME.json``) and a figure (``docs/figures/eval_NAME.png``).
     With ``--data``, the same on a user's BIDS data set, for the given pipelines, written as
-    ``NAME_own_data*.json``."""
+    ``NAME_own_data*.json``. ``tasks``: the experiment's own (default: the suite's, or with
+    ``--data`` the paper's eight); ``--tasks`` overrides either."""
     from tumsyn.evaluate.experiments import evaluate_cases, summarise, task_cases
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -204,14 +227,15 @@ def split_experiment(argv: list[str] | None, *, split: str, name: str, doc: str)
     args = parser.parse_args(argv)
     experiment = name
     if args.data is not None:
-        cases, methods, task_count, slices = _own_data(args)
+        cases, methods, task_count, slices = _own_data(args, tasks or PAPER_TASKS)
         name, seed, where = f"{name}_own_data", 0, f"{args.data.name}"
     else:
         suite, models, workdir = prepared_suite(args)
         methods = conditioner_and_baseline_methods(suite, models, workdir)
         methods |= model_methods(given_models(args), workdir, suite.evaluation.patch_size)
-        cases = task_cases(models.cohorts[split], suite.tasks, suite.evaluation.max_cases)
-        task_count, slices = len(suite.tasks), suite.evaluation.slices
+        chosen = given_tasks(args) or tasks or suite.tasks
+        cases = task_cases(models.cohorts[split], chosen, suite.evaluation.max_cases)
+        task_count, slices = len(chosen), suite.evaluation.slices
         seed, where = suite.evaluation.seed, f"{split} split"
     rows = evaluate_cases(cases, methods, slices=slices, progress=not args.quiet)
     metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error", "lesion_wm_error")

@@ -32,7 +32,7 @@ SUITE = {
     "evaluation": {"slices": 11, "patch_size": 8, "max_cases": 1, "seed": 0},
 }  # fmt: skip
 EXPERIMENTS = ("exp_internal", "exp_zero_shot", "exp_task_specific", "exp_morphometry",
-               "exp_retrieval")  # fmt: skip
+               "exp_retrieval", "exp_unseen_inputs")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,10 @@ def test_each_experiment_reports_every_method_with_its_command(suite) -> None:
     assert {modality for modality, _ in by_input} == {"T1w", "FLAIR"}
     for method in methods:  # one task per input here, so the pooled input is that task
         assert by_input[("FLAIR", method)]["psnr"] == by_task[("FLAIR->T1w", method)]["psnr"]
+    for name in ("unseen_inputs", "unseen_inputs_zero_shot"):  # T1CE, T2*w, SWI inputs
+        unseen = {(r["input"], r["method"]) for r in _json(results, f"{name}_inputs")["rows"]}
+        assert {modality for modality, _ in unseen} <= {"T1CE", "T2star", "SWI"}
+        assert {method for _, method in unseen} == set(methods) and unseen
     specific = {(r["task"], r["method"]) for r in _json(results, "task_specific")["rows"]}
     assert ("FLAIR->FLAIR", "task-specific") in specific
     assert ("T1w->T2w", "tumsyn (BMLIP text)") in specific
