@@ -211,6 +211,7 @@ def split_experiment(
     name: str,
     doc: str,
     tasks: Sequence[tuple[str, str]] | None = None,
+    slices: int | None = None,
 ) -> dict:
     """Every conditioner's model and every baseline on every task of one held-out split:
     per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), per input modality
@@ -218,12 +219,20 @@ def split_experiment(
     was trained on), overall (``NAME.json``) and a figure (``docs/figures/eval_NAME.png``).
     With ``--data``, the same on a user's BIDS data set, for the given pipelines, written as
     ``NAME_own_data*.json``. ``tasks``: the experiment's own (default: the suite's, or with
-    ``--data`` the paper's eight); ``--tasks`` overrides either."""
+    ``--data`` the paper's eight); ``--tasks`` overrides either. ``slices``: the experiment's
+    evaluated slab (default: the suite's; 0: whole volumes); ``--slices`` overrides it."""
     from tumsyn.evaluate.experiments import evaluate_cases, summarise, task_cases
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_suite_arguments(parser)
     add_own_data_arguments(parser)
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=None,
+        help="with a suite: the central axial slices evaluated (default: the suite's; 0: whole "
+        "volumes)",
+    )
     args = parser.parse_args(argv)
     experiment = name
     if args.data is not None:
@@ -235,7 +244,9 @@ def split_experiment(
         methods |= model_methods(given_models(args), workdir, suite.evaluation.patch_size)
         chosen = given_tasks(args) or tasks or suite.tasks
         cases = task_cases(models.cohorts[split], chosen, suite.evaluation.max_cases)
-        task_count, slices = len(chosen), suite.evaluation.slices
+        given = (args.slices, slices, suite.evaluation.slices)  # the first that is set wins
+        slices = next(n for n in given if n is not None)
+        task_count = len(chosen)
         seed, where = suite.evaluation.seed, f"{split} split"
     rows = evaluate_cases(cases, methods, slices=slices, progress=not args.quiet)
     metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error", "lesion_wm_error")

@@ -8,6 +8,9 @@ contrast is read by its fallback, the T1w network. The paper's eight tasks have 
 (T1CE -> FLAIR), so this experiment asks the question directly: T1CE, T2*w and SWI inputs of the
 held-out subjects of both splits into T1w, T2w and PD targets, for every conditioner's model,
 the baselines and the models given with ``--model`` (``make eval`` adds the shipped ones).
+Whole volumes (``--slices`` to crop): v2 reads an input of a modality it has no network for with
+the network its intensities point to (:mod:`tumsyn.infer.modality_guess`), a guess that needs
+the whole brain (a slab is read by the fallback).
 Writes benchmarks/results/unseen_inputs.json (internal split, per method), unseen_inputs_tasks,
 _inputs and _cases, the same four for the zero-shot split (unseen_inputs_zero_shot*), and
 docs/figures/eval_unseen_inputs*.png.
@@ -32,7 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
     own_data = any(a == "--data" or a.startswith("--data=") for a in arguments)
     splits = SPLITS[:1] if own_data else SPLITS  # a user's data set has no splits: run it once
     return {
-        split: split_experiment(argv, split=split, name=name, doc=__doc__, tasks=UNSEEN_INPUT_TASKS)
+        split: split_experiment(
+            argv, split=split, name=name, doc=__doc__, tasks=UNSEEN_INPUT_TASKS, slices=0
+        )
         for split, name in splits
     }
 

@@ -120,8 +120,8 @@ def test_synthesizer_reads_each_input_with_its_modalitys_network(files) -> None:
     assert any("modality was not given" in w and "read as T1w (its background is not zero"
                in w for w in unknown.warnings)  # a crop: no guess, the fallback  # fmt: skip
     other = routed(files["scan.nii.gz"], "FLAIR", input_modality="pd")
-    assert any("is PD, which it has no network for, so it was read as T1w" in w
-               for w in other.warnings)  # fmt: skip
+    assert any("is PD, which the model has no network for; it was read as T1w, its fallback"
+               in w for w in other.warnings)  # a crop: no guess  # fmt: skip
     np.testing.assert_array_equal(other.get_fdata(), unknown.get_fdata())
     plain = t2w_only(files["scan.nii.gz"], "FLAIR")
     assert not any("modality" in warning for warning in plain.warnings)
@@ -159,6 +159,12 @@ def test_an_unnamed_input_is_read_by_the_network_its_intensities_point_to(files)
     np.testing.assert_array_equal(guessed.get_fdata(), told.get_fdata())
     assert any("read as T2w (deep tissue darker" in w for w in guessed.warnings)
     assert not any("modality" in w for w in told.warnings)
+    # Named, but of a modality without a network (a T2*w that looks like this): the guess too.
+    unnetworked = routed(data, "FLAIR", affine=affine, input_modality="T2starw")
+    np.testing.assert_array_equal(unnetworked.get_fdata(), told.get_fdata())
+    expected = ("the input is T2star, which the model has no network for; it was read as T2w, "
+                "the network its intensities point to")  # fmt: skip
+    assert any(expected in warning for warning in unnetworked.warnings)
     volume = as_volume(data, affine)
     target = routed.target("FLAIR", source_voxel_size=volume.voxel_size)
     plane = PlanePreview(routed, volume).plane(target, 2, 20)

@@ -2,8 +2,9 @@
 
 A model with a network per input modality (model v2, :mod:`tumsyn.models.routed`) reads a T2w
 with its T2w network only if it knows the input is a T2w: from the caller, else from the file
-name. Without either it reads the input with its fallback (T1w) network, and a T2w read as a T1w
-comes out with bright ventricles. Nothing in an array or in ``input_0000.nii.gz`` says what it is,
+name. Without either it would read the input with its fallback (T1w) network, and a T2w read as
+a T1w comes out with bright ventricles. An input named with a modality the model has no network
+for (a T2*w) is guessed the same way, so that the network whose inputs it looks like reads it. Nothing in an array or in ``input_0000.nii.gz`` says what it is,
 but its intensities do, where anatomy makes the contrasts differ most, and that needs no
 segmentation (none is at hand before synthesis):
 
@@ -17,7 +18,7 @@ and FLAIR images darken or null it, and its core is not much brighter than its s
 input (T1w, T1CE, FLAIR) looks T1-like and keeps the fallback: a FLAIR's faint grey/white step
 does not outweigh the dark sulcal CSF of its shell (its core/shell ratios overlap a T1w's), so
 these rules cannot send it to model v2's FLAIR network. T2*w and SWI inputs, which have
-no network of their own, look like PD to these rules (CSF not dark) and are read as PD.
+no network of their own, mostly look like PD to these rules (CSF not dark) and are read as PD.
 
 The thresholds come from simulated scans of every packaged protocol (three subjects, 1-3 mm and
 thick slices, SNR 8-60, strong bias fields) and the real T1w images at hand:

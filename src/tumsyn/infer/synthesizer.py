@@ -183,11 +183,18 @@ class Synthesizer:
         )
 
     def modality_guess(self, volume: Volume, input_modality: str | None) -> ModalityGuess | None:
-        """How the model reads an input that nobody named (``input_modality`` ``None``): for a
-        model with a network per input modality, a guess from the image's intensities
-        (:mod:`tumsyn.infer.modality_guess`); ``None`` where the modality is known or the model
-        reads every input alike."""
-        if input_modality is not None or not isinstance(self.pipeline.synth, RoutedNetwork):
+        """How a model with a network per input modality reads an input that nobody named
+        (``input_modality`` ``None``) or one of a modality it has no network for (a T2*w):
+        by a guess from the image's intensities (:mod:`tumsyn.infer.modality_guess`), which
+        picks the network whose inputs it looks like (a T2*w's CSF is not dark: the PD
+        network; on the quick suite's whole volumes that raised T2*w -> T1w from 12.29 to
+        18.46 dB, docs/decisions.md). ``None`` where the model has a network for the input's
+        modality or reads every input alike."""
+        synth = self.pipeline.synth
+        if not isinstance(synth, RoutedNetwork):
+            return None
+        known = None if input_modality is None else canonical_modality(input_modality)
+        if known is not None and synth.route(known) == known:
             return None
         return guess_input_modality(volume.data, volume.voxel_size)
 
@@ -215,20 +222,28 @@ class Synthesizer:
         self, input_modality: str | None, guess: ModalityGuess | None = None
     ) -> list[str]:
         """How a model with a network per input modality read an input it was not told the
-        modality of (``guess``), or one of ``input_modality`` with another network (its
-        fallback): the input is then outside what that network learned."""
+        modality of, or one of a modality it has no network for (``guess``: with the network
+        its intensities point to, else its fallback): the input is then outside what that
+        network learned."""
         synth = self.pipeline.synth
         if not isinstance(synth, RoutedNetwork):
             return []
         advice = ("name the input with its modality, e.g. sub-01_T2w.nii.gz, or give its "
                   "modality: --input-modality")  # fmt: skip
-        if guess is not None:
+        known = None if input_modality is None else canonical_modality(input_modality)
+        if guess is not None and known is None:
             read_as = guess.modality or synth.fallback
             return [
                 f"the input's modality was not given and its file name does not tell; it was "
                 f"read as {read_as} ({guess.reason}); if that is wrong, {advice}"
             ]
-        known = None if input_modality is None else canonical_modality(input_modality)
+        if guess is not None:
+            read_as = guess.modality or synth.fallback
+            why = "the network its intensities point to" if guess.features else "its fallback"
+            return [
+                f"the input is {known}, which the model has no network for; it was read as "
+                f"{read_as}, {why} ({guess.reason})"
+            ]
         if synth.route(known) == known:
             return []
         what = "not known" if known is None else f"{known}, which it has no network for"
