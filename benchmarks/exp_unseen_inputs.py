@@ -4,13 +4,14 @@
         [--model NAME=CHECKPOINT ...] [--tasks SOURCE:TARGET ...]
 
 Model v2 keeps a network per input modality (T1w, T2w, PD, FLAIR); an input of any other
-contrast is read by its fallback, the T1w network. The paper's eight tasks have one such input
-(T1CE -> FLAIR), so this experiment asks the question directly: T1CE, T2*w and SWI inputs of the
+contrast is read by the network its intensities point to (:mod:`tumsyn.infer.modality_guess`),
+else by its fallback, the T1w network. The paper's eight tasks have one such input (T1CE ->
+FLAIR), so this experiment asks the question directly: T1CE, T2*w and SWI inputs of the
 held-out subjects of both splits into T1w, T2w and PD targets, for every conditioner's model,
-the baselines and the models given with ``--model`` (``make eval`` adds the shipped ones).
-Whole volumes (``--slices`` to crop): v2 reads an input of a modality it has no network for with
-the network its intensities point to (:mod:`tumsyn.infer.modality_guess`), a guess that needs
-the whole brain (a slab is read by the fallback).
+the baselines and the models given with ``--model`` (``make eval`` adds the shipped ones). On
+whole volumes (``--slices N`` crops to the central N slices), since the guess needs the whole
+brain: on a slab the fallback reads every such input.
+
 Writes benchmarks/results/unseen_inputs.json (internal split, per method), unseen_inputs_tasks,
 _inputs and _cases, the same four for the zero-shot split (unseen_inputs_zero_shot*), and
 docs/figures/eval_unseen_inputs*.png.

@@ -4,9 +4,10 @@ A model with a network per input modality (model v2, :mod:`tumsyn.models.routed`
 with its T2w network only if it knows the input is a T2w: from the caller, else from the file
 name. Without either it would read the input with its fallback (T1w) network, and a T2w read as
 a T1w comes out with bright ventricles. An input named with a modality the model has no network
-for (a T2*w) is guessed the same way, so that the network whose inputs it looks like reads it. Nothing in an array or in ``input_0000.nii.gz`` says what it is,
-but its intensities do, where anatomy makes the contrasts differ most, and that needs no
-segmentation (none is at hand before synthesis):
+for (a T2*w) is guessed the same way, so that the network whose inputs it looks like reads it.
+Nothing in an array or in ``input_0000.nii.gz`` says what it is, but its intensities do, where
+anatomy makes the contrasts differ most, and that needs no segmentation (none is at hand before
+synthesis):
 
 - the **core**, tissue 15 mm or more inside the brain's edge: white matter and the lateral
   ventricles (with the deep grey nuclei);
