@@ -386,7 +386,8 @@ def add_synthesize(commands: Commands) -> None:
     synthesize.add_argument(
         "--input-modality", metavar="NAME", help="the input's modality (default: from its "
         "file name, sub-01_T2w.nii.gz, else guessed from its intensities); a model with a "
-        "network per input modality reads the input with that modality's network"
+        "network per input modality reads the input with that modality's network (one it has "
+        "no network for, e.g. T2star, with the network its intensities point to)"
     )  # fmt: skip
     _add_synthesis_flags(synthesize)
     _add_metadata_flags(synthesize)
