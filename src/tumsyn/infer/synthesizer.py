@@ -187,9 +187,8 @@ class Synthesizer:
         (``input_modality`` ``None``) or one of a modality it has no network for (a T2*w):
         by a guess from the image's intensities (:mod:`tumsyn.infer.modality_guess`), which
         picks the network whose inputs it looks like (a T2*w's CSF is not dark: the PD
-        network; on the quick suite's whole volumes that raised T2*w -> T1w from 12.29 to
-        18.46 dB, docs/decisions.md). ``None`` where the model has a network for the input's
-        modality or reads every input alike."""
+        network; docs/decisions.md has the measurement). ``None`` where the model has a
+        network for the input's modality or reads every input alike."""
         synth = self.pipeline.synth
         if not isinstance(synth, RoutedNetwork):
             return None
@@ -231,14 +230,13 @@ class Synthesizer:
         advice = ("name the input with its modality, e.g. sub-01_T2w.nii.gz, or give its "
                   "modality: --input-modality")  # fmt: skip
         known = None if input_modality is None else canonical_modality(input_modality)
-        if guess is not None and known is None:
-            read_as = guess.modality or synth.fallback
-            return [
-                f"the input's modality was not given and its file name does not tell; it was "
-                f"read as {read_as} ({guess.reason}); if that is wrong, {advice}"
-            ]
         if guess is not None:
             read_as = guess.modality or synth.fallback
+            if known is None:
+                return [
+                    f"the input's modality was not given and its file name does not tell; it "
+                    f"was read as {read_as} ({guess.reason}); if that is wrong, {advice}"
+                ]
             why = "the network its intensities point to" if guess.features else "its fallback"
             return [
                 f"the input is {known}, which the model has no network for; it was read as "
