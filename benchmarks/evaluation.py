@@ -147,6 +147,16 @@ PAPER_TASKS = (("T1w", "T2w"), ("T2w", "T1w"), ("T1w", "FLAIR"), ("FLAIR", "T1w"
                ("T2w", "PD"), ("FLAIR", "T1CE"), ("T1CE", "FLAIR"))  # fmt: skip
 
 
+def given_own_data(argv: list[str] | None) -> bool:
+    """Whether the command line names a user's data set (``--data``), read as the experiment's
+    own parser reads it (abbreviations included): experiments that run several splits of a
+    suite run a user's data set, which has no splits, once."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_own_data_arguments(parser)
+    known, _ = parser.parse_known_args(argv)
+    return known.data is not None
+
+
 def add_own_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evaluation import split_experiment
+from evaluation import given_own_data, split_experiment
 
 #: Input contrasts without a network of their own in model v2, into the commonest targets.
 UNSEEN_INPUT_TASKS = (("T1CE", "T2w"), ("T1CE", "PD"), ("T2star", "T1w"), ("T2star", "T2w"),
@@ -32,9 +32,7 @@ SPLITS = (("internal", "unseen_inputs"), ("zero-shot", "unseen_inputs_zero_shot"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    arguments = sys.argv[1:] if argv is None else argv
-    own_data = any(a == "--data" or a.startswith("--data=") for a in arguments)
-    splits = SPLITS[:1] if own_data else SPLITS  # a user's data set has no splits: run it once
+    splits = SPLITS[:1] if given_own_data(argv) else SPLITS
     return {
         split: split_experiment(
             argv, split=split, name=name, doc=__doc__, tasks=UNSEEN_INPUT_TASKS, slices=0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_BMLIP_SPEC, TINY_SYNTH_SPEC, run_benchmark
+from helpers import TINY_BMLIP_SPEC, TINY_SYNTH_SPEC, benchmark_module, run_benchmark
 from tumsyn.cli import main as tumsyn_main
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
@@ -201,3 +201,13 @@ def test_a_generator_suite_trains_stage2_from_virtual_subjects(tmp_path: Path) -
         load_suite(path)
     path.write_text(yaml.safe_dump({**generated, "task_specific": []}))
     assert load_suite(path).stage2["generator"] == {"subjects": 1}
+
+
+@pytest.mark.parametrize(
+    ("argv", "own"),
+    [(["--data", "ds"], True), (["--data=ds"], True), (["--dat", "ds"], True),
+     (["--suite", "quick", "--tasks", "T1w:T2w"], False), ([], False)],
+)  # fmt: skip
+def test_a_users_data_set_is_recognised_as_the_experiment_parses_it(argv, own):
+    with benchmark_module("exp_unseen_inputs") as experiment:  # runs both splits, or --data once
+        assert experiment.given_own_data(argv) is own
