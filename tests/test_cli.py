@@ -86,7 +86,25 @@ def test_info_says_how_an_unnamed_input_would_be_read(capsys, tmp_path) -> None:
     assert (
         fields["input modality"]
         .strip()
-        .startswith("not named; read by the model's fallback network (T1-like")
+        .startswith("not named; the default model reads it with its fallback network, T1w (T1-like")
+    )
+
+
+def test_info_says_how_an_input_without_a_network_of_its_own_would_be_read(
+    capsys, tmp_path
+) -> None:
+    named = tmp_path / "sub-01_T2star.nii.gz"  # the default model has no T2*w network
+    shutil.copyfile(example_t1w(), named)
+    code, out, err = run(capsys, "info", str(named))
+    assert (code, err) == (0, "")
+    fields = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert (
+        fields["input modality"]
+        .strip()
+        .startswith(
+            "T2star (from the file name or sidecar), which has no network of its own; the default "
+            "model reads it with its fallback network, T1w (T1-like"
+        )
     )
 
 

@@ -165,7 +165,8 @@ def add_info(commands: Commands) -> None:
         commands,
         "info",
         cmd_info,
-        "Summarise a NIfTI image and the prompt its BIDS sidecar describes.",
+        "Summarise a NIfTI image, the prompt its BIDS sidecar describes, and the network the "
+        "default model reads it with.",
         "tumsyn info sub-01/anat/sub-01_T1w.nii.gz",
     )
     info.add_argument("image", type=Path, help="a 3D NIfTI image (.nii or .nii.gz)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumsyn.infer.loading import pipeline_networks, read_pipeline_metadata
 from tumsyn.infer.modality_guess import guess_input_modality
 from tumsyn.infer.target import checked_prompt
 from tumsyn.io import load_nifti
@@ -19,6 +20,7 @@ from tumsyn.metadata import (
     prompt_voxel_size,
     sidecar_path,
 )
+from tumsyn.models.routed import route_key
 
 __all__ = ["ImageSummary", "summarise_image"]
 
@@ -38,7 +40,7 @@ class ImageSummary:
     sidecar: Path | None
     participant_found: bool
     metadata: ImagingMetadata
-    input_modality: str  # what the name or sidecar says, else the intensity guess, in words
+    input_modality: str  # how the default model reads it: named, or guessed from intensities
 
     def rows(self) -> list[tuple[str, str]]:
         """``(name, value)`` lines for a terminal."""
@@ -101,12 +103,19 @@ def summarise_image(
 def _input_modality(
     metadata: ImagingMetadata, data: np.ndarray, voxel_size: tuple[float, float, float]
 ) -> str:
-    """How a model with a network per input modality would read the image: the modality its
-    name or sidecar gives, else what its intensities suggest
-    (:mod:`tumsyn.infer.modality_guess`)."""
-    if metadata.modality is not None:
-        return f"{metadata.modality} (from the file name or sidecar)"
+    """How the default model reads the image: with the network of the modality its name or
+    sidecar gives; where none is given, or the model has no network for it (a T2*w), with the
+    network its intensities point to (:mod:`tumsyn.infer.modality_guess`), as
+    :meth:`tumsyn.Synthesizer.modality_guess` does."""
+    named = metadata.modality
+    networks, fallback = pipeline_networks(read_pipeline_metadata(None))
+    if fallback is None:
+        return f"{named or 'not named'} (the default model reads every input alike)"
+    if named is not None and route_key(named) in networks:
+        return f"{named} (from the file name or sidecar)"
     guess = guess_input_modality(data, voxel_size)
-    if guess.modality is None:
-        return f"not named; read by the model's fallback network ({guess.reason})"
-    return f"not named; read as {guess.modality} ({guess.reason})"
+    network = f"{guess.modality} network" if guess.modality else f"fallback network, {fallback}"
+    how = f"the default model reads it with its {network} ({guess.reason})"
+    if named is None:
+        return f"not named; {how}"
+    return f"{named} (from the file name or sidecar), which has no network of its own; {how}"
