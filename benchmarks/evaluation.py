@@ -92,18 +92,24 @@ def conditioner_and_baseline_methods(
 
 
 def write_results(
-    name: str, rows: list[dict], args: argparse.Namespace, caption: str, *, experiment: str
+    name: str,
+    rows: list[dict],
+    args: argparse.Namespace,
+    caption: str,
+    *,
+    experiment: str,
+    command: str | None = None,
 ) -> Path:
-    """``results/NAME.json`` with the command that regenerates it (``make eval-quick`` for the
-    quick suite, ``make eval`` for release, else ``benchmarks/exp_EXPERIMENT.py``), the suite
-    and a caption."""
+    """``results/NAME.json`` with the command that regenerates it (``command`` where given,
+    else ``make eval-quick`` for the quick suite, ``make eval`` for release, else
+    ``benchmarks/exp_EXPERIMENT.py``), the suite and a caption."""
     if getattr(args, "data", None) is not None:
-        suite, command = "your data", f"python benchmarks/exp_{experiment}.py --data {args.data}"
+        suite, script = "your data", f"python benchmarks/exp_{experiment}.py --data {args.data}"
     else:
         suite = suite_name(args)
         script = f"python benchmarks/exp_{experiment}.py --suite {args.suite}"
-        command = SUITE_COMMANDS.get(suite, script)
-    return report(name, rows, {"command": command, "suite": suite, "caption": caption})
+        script = SUITE_COMMANDS.get(suite, script)
+    return report(name, rows, {"command": command or script, "suite": suite, "caption": caption})
 
 
 def plot_metric(summary: list[dict], metric: str, name: str, title: str) -> Path:
@@ -222,6 +228,7 @@ def split_experiment(
     doc: str,
     tasks: Sequence[tuple[str, str]] | None = None,
     slices: int | None = None,
+    command: str | None = None,
 ) -> dict:
     """Every conditioner's model and every baseline on every task of one held-out split:
     per-case rows (``NAME_cases.json``), per task (``NAME_tasks.json``), per input modality
@@ -230,7 +237,9 @@ def split_experiment(
     With ``--data``, the same on a user's BIDS data set, for the given pipelines, written as
     ``NAME_own_data*.json``. ``tasks``: the experiment's own (default: the suite's, or with
     ``--data`` the paper's eight); ``--tasks`` overrides either. ``slices``: the experiment's
-    evaluated slab (default: the suite's; 0: whole volumes); ``--slices`` overrides it."""
+    evaluated slab (default: the suite's; 0: whole volumes); ``--slices`` overrides it.
+    ``command``: what regenerates the results, where the script's own command line does not
+    (one that makes its data set first)."""
     from tumsyn.evaluate.experiments import evaluate_cases, summarise, task_cases
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -274,6 +283,8 @@ def split_experiment(
         ("_inputs", per_input),
         ("", overall),
     ):
-        write_results(f"{name}{suffix}", content, args, caption, experiment=experiment)
+        write_results(
+            f"{name}{suffix}", content, args, caption, experiment=experiment, command=command
+        )
     plot_metric(per_task, "psnr", name, f"{where}: PSNR")
     return {"rows": rows, "summary": summary}

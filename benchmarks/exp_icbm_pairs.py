@@ -1,0 +1,102 @@
+"""Real-derived pairs: T1w->T2w and T2w->T1w between the MNI ICBM152 2009c T1 and T2 templates.
+
+    make icbm-t2    # once: the two templates into data/icbm2009c/
+    make icbm-pairs    # this script with the shipped models v2 and v1
+    .venv/bin/python benchmarks/exp_icbm_pairs.py [--model NAME=CHECKPOINT ...] [--workdir DIR]
+
+Why: the shipped model is judged on real scans that are kept outside the repository, in both
+directions between T1w and T2w among others, against copying and inverting the source. The 2009c
+T1 and T2 templates are averages of the T1w and T2w scans of the same 152 young adults
+(1.5 T; mean age 25), registered together: the one real-derived T1w/T2w pair here, and its T2w is
+the only real T2w input a model can be tried on. What it is not: a single scan (averages are
+smooth and noise-free), nor unseen anatomy (the simulator's anatomy and the bundled example come
+from the 2009a T1 template of the same subjects), so it checks how a model reads and renders real
+contrast, not how it generalises across subjects.
+
+The script writes a BIDS data set into WORKDIR/icbm2009c: both templates brain-extracted with the
+2009a template's brain, sidecars with ICBM-like 1.5 T protocols (a spoiled gradient echo, TR 18 ms,
+TE 10 ms, flip angle 30 degrees; a spin echo, TR 3300 ms, TE 120 ms: the protocols BrainWeb
+simulates as the ICBM ones; the templates do not record theirs), age 25, and the 2009a tissue maps
+as derivatives (for the GM/WM and CSF/WM errors). It then runs the experiments' own-data path
+(``evaluation.split_experiment`` with ``--data``) on it: each model (default: the bundled one),
+copying and inverting the source, on whole volumes at 1 mm. Writes
+benchmarks/results/icbm_pairs_own_data*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.processing import resample_from_to
+
+sys.path.insert(0, str(Path(__file__).parent))
+from calibrate_t2 import ICBM_TE, ICBM_TR, T1_FILE, T2_FILE
+from evaluation import split_experiment
+from tumsyn.io import save_json, save_nifti
+from tumsyn.metadata import ImagingMetadata, bids_image_name, sidecar_from_metadata, sidecar_path
+from tumsyn.simulate.template import load_template
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECT = "icbm2009c"
+AGE = 25  # the ICBM152 subjects' mean age
+TASKS = (("T1w", "T2w"), ("T2w", "T1w"))
+COMMAND = "make icbm-pairs"  # this script with the shipped models (Makefile)
+PROTOCOLS = {
+    "T1w": ImagingMetadata(modality="T1w", field_strength=1.5, manufacturer="Philips",
+                           tr=18.0, te=10.0, flip_angle=30.0),
+    "T2w": ImagingMetadata(modality="T2w", field_strength=1.5, manufacturer="Philips",
+                           tr=ICBM_TR, te=ICBM_TE, flip_angle=90.0),
+}  # fmt: skip
+
+
+def template_brain_on(image: nib.Nifti1Image) -> np.ndarray:
+    """The 2009a template's brain (tissue fractions above one half) on ``image``'s grid."""
+    template = load_template()
+    brain = nib.Nifti1Image((template.brain > 0.5).astype(np.uint8), template.grid.affine)
+    return np.asarray(resample_from_to(brain, image, order=0).dataobj) > 0
+
+
+def write_dataset(root: Path) -> Path:
+    """The BIDS data set of the two brain-extracted templates, their protocols and tissue maps."""
+    for path in (T1_FILE, T2_FILE):
+        if not path.is_file():
+            sys.exit(f"exp_icbm_pairs: {path} is missing; run `make icbm-t2` first")
+    anat = root / f"sub-{SUBJECT}" / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    for modality, path in (("T1w", T1_FILE), ("T2w", T2_FILE)):
+        image = nib.load(path)
+        data = np.where(template_brain_on(image), np.asarray(image.dataobj, np.float32), 0.0)
+        name = anat / bids_image_name(SUBJECT, modality)
+        save_nifti(name, data, image.affine)
+        save_json(sidecar_path(name), sidecar_from_metadata(PROTOCOLS[modality]))
+    derivatives = root / "derivatives" / "templates" / f"sub-{SUBJECT}" / "anat"
+    derivatives.mkdir(parents=True, exist_ok=True)
+    template = load_template()
+    for tissue in ("GM", "WM", "CSF"):
+        fraction = np.clip(getattr(template, tissue.lower()), 0.0, 1.0)  # CSF: 1 - GM - WM
+        save_nifti(derivatives / f"sub-{SUBJECT}_label-{tissue}_probseg.nii.gz", fraction,
+                   template.grid.affine)  # fmt: skip
+    save_json(root / "dataset_description.json", {
+        "Name": "MNI ICBM152 2009c T1 and T2 templates (real-derived averages)",
+        "BIDSVersion": "1.9.0", "DatasetType": "raw",
+    })  # fmt: skip
+    (root / "participants.tsv").write_text(f"participant_id\tage\nsub-{SUBJECT}\t{AGE}\n")
+    return root
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "eval-icbm")
+    known, rest = parser.parse_known_args(argv)
+    bids = write_dataset(known.workdir / SUBJECT)
+    arguments = [*rest, "--data", str(bids), "--workdir", str(known.workdir)]
+    return split_experiment(arguments, split="internal", name="icbm_pairs", doc=__doc__,
+                            tasks=TASKS, slices=0, command=COMMAND)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
