@@ -11,7 +11,6 @@ images add partial volume and noise, not contrast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -151,14 +150,10 @@ def textbook_order(metadata: ImagingMetadata) -> tuple[str, ...]:
     return next((r.order for r in contrast_ranges().values() if r.family == family), ())
 
 
-def in_textbook_order(metadata: ImagingMetadata, factors: Sequence[float] | None = None) -> bool:
-    """Whether a protocol's pure-tissue signals (tabulated properties; each multiplied by its
-    factor in ``factors``, :data:`TISSUES` order, where given) are in its family's
+def in_textbook_order(metadata: ImagingMetadata) -> bool:
+    """Whether a protocol's pure-tissue signals (tabulated properties) are in its family's
     :func:`textbook_order`: a T1-weighted gradient echo at a 4 degree flip angle is not."""
-    signals = tissue_signals(metadata)
-    if factors is not None:
-        signals = {t: signals[t] * f for t, f in zip(TISSUES, factors, strict=True)}
-    return _in_order(signals, textbook_order(metadata))
+    return _in_order(tissue_signals(metadata), textbook_order(metadata))
 
 
 def expected_contrast(metadata: ImagingMetadata) -> ContrastRange:

@@ -9,9 +9,8 @@ draw can be logged, replayed and tested) and imaged by :func:`render_input`:
 
 - contrast: with probability ``physics_probability`` a protocol of a random sequence family with
   timings drawn across and beyond clinical ranges (:func:`draw_protocol`; with
-  ``textbook_order`` only timings that keep the family's textbook tissue order), its tissue
-  signals optionally scaled by random factors (``tissue_jitter``), otherwise random signals per
-  tissue class (every ordering possible);
+  ``textbook_order`` only timings that keep the family's textbook tissue order), otherwise random
+  signals per tissue class (every ordering possible);
 - resolution: voxel sizes in ``voxel_size``, and with ``thick_probability`` one thick axis
   (2D acquisitions; axial, coronal or sagittal) imaged with the simulator's slice profile;
 - scanner: bias field, Rician noise at a random SNR, a small oblique rotation and shift
@@ -98,7 +97,6 @@ class InputDraw:
     shift_mm: tuple[float, float, float]
     gamma: float
     mask_margin_mm: float  # the brain mask grown (> 0) or shrunk (< 0) by this much
-    tissue_factors: tuple[float, ...] | None = None  # per tissue class, on a protocol's signals
 
 
 class InputRandomizer(StrictConfig):
@@ -119,17 +117,11 @@ class InputRandomizer(StrictConfig):
     # gradient echo at TR 60 ms and 4 degrees is proton-density weighted), and a network that
     # reads inputs of one modality is then taught to hedge between orderings.
     textbook_order: bool = False
-    # Standard deviation of log factors that multiply each tissue's signal under a drawn protocol
-    # (0: the exact physics). Real contrast departs from the simulator's by about 10 % (GM/WM of
-    # a real T2w, docs/calibration.md), so a network that reads inputs must not rely on the
-    # simulator's exact tissue ratios; with ``textbook_order`` the factors keep the order.
-    tissue_jitter: float = Field(default=0.0, ge=0.0, le=1.0)
 
     def make_params(self, rng: np.random.Generator) -> InputDraw:
         """Draw one input's parameters (all of them here, so a seed fixes the whole input)."""
         physics = rng.random() < self.physics_probability
         protocol = self._protocol(rng) if physics else None
-        factors = self._tissue_factors(rng, protocol) if protocol and self.tissue_jitter else None
         signals = None if physics else tuple(float(v) for v in rng.uniform(0.02, 1.0, len(TISSUES)))
         voxel = np.full(3, rng.uniform(*self.voxel_size))
         if rng.random() < self.thick_probability:
@@ -148,7 +140,6 @@ class InputRandomizer(StrictConfig):
             shift_mm=tuple(float(v) for v in rng.uniform(-1, 1, 3) * self.shift_mm),
             gamma=float(np.exp(rng.normal(0.0, self.gamma_sd))),
             mask_margin_mm=float(rng.uniform(*self.mask_margin_mm)),
-            tissue_factors=factors,
         )
 
     def _protocol(self, rng: np.random.Generator) -> ImagingMetadata:
@@ -157,20 +148,12 @@ class InputRandomizer(StrictConfig):
             if not self.textbook_order or in_textbook_order(protocol):
                 return protocol
 
-    def _tissue_factors(self, rng: np.random.Generator, protocol: ImagingMetadata) -> tuple:
-        while True:  # terminates: the protocol is in order, and so are factors near 1
-            logs = rng.normal(0.0, self.tissue_jitter, len(TISSUES))
-            factors = tuple(float(f) for f in np.exp(logs))
-            if not self.textbook_order or in_textbook_order(protocol, factors):
-                return factors
-
 
 def _tissue_signals(anatomy: Anatomy, draw: InputDraw) -> np.ndarray:
     if draw.protocol is None:
         return np.asarray(draw.signals)
     protocol = draw.protocol.replace(voxel_size=draw.voxel_size)
-    signals = signal(anatomy.properties(protocol.field_strength), protocol)
-    return signals if draw.tissue_factors is None else signals * np.asarray(draw.tissue_factors)
+    return signal(anatomy.properties(protocol.field_strength), protocol)
 
 
 def input_grid(anatomy: Anatomy, draw: InputDraw) -> Grid:
