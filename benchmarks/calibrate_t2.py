@@ -32,32 +32,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from nibabel.processing import resample_from_to
 from scipy import ndimage, optimize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
+from icbm import T1_FILE, T2_FILE, on_template_grid
 from tumsyn.metadata import ImagingMetadata
 from tumsyn.simulate.contrast import pure_tissue_ratios
 from tumsyn.simulate.template import load_template
 
-ROOT = Path(__file__).resolve().parents[1]
-ICBM = ROOT / "data" / "icbm2009c"
-T1_FILE, T2_FILE = (ICBM / f"mni_icbm152_{k}_tal_nlin_sym_09c.nii" for k in ("t1", "t2"))
 ICBM_TR, ICBM_TE = 3300.0, 120.0  # ms; BrainWeb's ICBM-like dual echo, late echo
 PURE = 0.9  # a voxel is "pure" tissue above this fraction (as calibrate_simulator.py)
 UNMIX_EROSION = 3  # voxels: the unmixing leaves out the brain's edge (skull-stripping residue)
-
-
-def on_template_grid(path: Path) -> np.ndarray:
-    """A 2009c template resampled (linearly) onto the simulator's cropped 2009a template grid."""
-    if not path.is_file():
-        sys.exit(f"{path} is missing: run `make icbm-t2` first")
-    grid = load_template().grid
-    image = resample_from_to(nib.load(path), (grid.shape, grid.affine), order=1)
-    return np.asarray(image.dataobj, dtype=np.float64)
 
 
 def pure_ratios(image: np.ndarray, maps: dict[str, np.ndarray]) -> dict[str, float]:

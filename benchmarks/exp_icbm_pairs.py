@@ -29,13 +29,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from nibabel.processing import resample_from_to
 
 sys.path.insert(0, str(Path(__file__).parent))
-from calibrate_t2 import ICBM_TE, ICBM_TR, T1_FILE, T2_FILE
+from calibrate_t2 import ICBM_TE, ICBM_TR
 from evaluation import split_experiment
+from icbm import T1_FILE, T2_FILE, brain_extracted
 from tumsyn.io import save_json, save_nifti
 from tumsyn.metadata import ImagingMetadata, bids_image_name, sidecar_from_metadata, sidecar_path
 from tumsyn.simulate.template import load_template
@@ -53,25 +52,14 @@ PROTOCOLS = {
 }  # fmt: skip
 
 
-def template_brain_on(image: nib.Nifti1Image) -> np.ndarray:
-    """The 2009a template's brain (tissue fractions above one half) on ``image``'s grid."""
-    template = load_template()
-    brain = nib.Nifti1Image((template.brain > 0.5).astype(np.uint8), template.grid.affine)
-    return np.asarray(resample_from_to(brain, image, order=0).dataobj) > 0
-
-
 def write_dataset(root: Path) -> Path:
     """The BIDS data set of the two brain-extracted templates, their protocols and tissue maps."""
-    for path in (T1_FILE, T2_FILE):
-        if not path.is_file():
-            sys.exit(f"exp_icbm_pairs: {path} is missing; run `make icbm-t2` first")
     anat = root / f"sub-{SUBJECT}" / "anat"
     anat.mkdir(parents=True, exist_ok=True)
     for modality, path in (("T1w", T1_FILE), ("T2w", T2_FILE)):
-        image = nib.load(path)
-        data = np.where(template_brain_on(image), np.asarray(image.dataobj, np.float32), 0.0)
+        image = brain_extracted(path)
         name = anat / bids_image_name(SUBJECT, modality)
-        save_nifti(name, data, image.affine)
+        save_nifti(name, np.asarray(image.dataobj), image.affine)
         save_json(sidecar_path(name), sidecar_from_metadata(PROTOCOLS[modality]))
     derivatives = root / "derivatives" / "templates" / f"sub-{SUBJECT}" / "anat"
     derivatives.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,13 @@ scans.
 
 Every packaged protocol (``--protocols library``: 25, all seven contrasts, 1.5/3/7 T) is scanned
 from three virtual subjects (the MNI152 template's anatomy, a 75-year-old with lesions and a
-30-year-old) at five voxel sizes (1, 2 and 3 mm isotropic, 1 x 1 x 4 and 4 x 1 x 1 mm slabs) with
-a seeded random SNR (8-60) and bias field (coefficients' standard deviation 0.2, the stage-2 input
+30-year-old) at five voxel sizes (1, 2 and 3 mm isotropic, 1 x 1 x 4 and 4 x 1 x 1 mm slabs) with a
+seeded random SNR (8-60) and bias field (coefficients' standard deviation 0.2, the stage-2 input
 randomiser's). Each scan is guessed as a T2w, a PD, or T1-like (``none``: read with the fallback
 network); the table counts the guesses per true modality beside the range of each feature. The
-real T1w images at hand (the bundled MNI152 2009a example; Colin27 after ``make colin27``) are
-rows of their own. The thresholds in ``tumsyn.infer.modality_guess`` were set from these ranges.
+real-derived images at hand (the bundled MNI152 2009a example; Colin27 after ``make colin27``; the
+ICBM152 2009c T1 and T2 templates after ``make icbm-t2``) are rows of their own. The thresholds in
+``tumsyn.infer.modality_guess`` were set from these ranges.
 
 Writes benchmarks/results/modality_guess.json.
 """
@@ -25,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import icbm
 from common import report
 from tumsyn.examples import example_t1w
 from tumsyn.infer.modality_guess import ModalityGuess, guess_input_modality
@@ -55,13 +57,15 @@ def simulated_guesses() -> dict[str, list[ModalityGuess]]:
 
 
 def real_guesses() -> dict[str, list[ModalityGuess]]:
-    """The guesses of the real T1w images at hand."""
-    paths = {"real T1w: MNI152 example (2 mm)": example_t1w()}
+    """The guesses of the real-derived images at hand (each brain-extracted)."""
+    images = {"real T1w: MNI152 example (2 mm)": nib.load(example_t1w())}
     if COLIN.is_file():
-        paths["real T1w: Colin27 (1 mm)"] = COLIN
+        images["real T1w: Colin27 (1 mm)"] = nib.load(COLIN)
+    if icbm.available():
+        images["real T1w: ICBM152 2009c (1 mm)"] = icbm.brain_extracted(icbm.T1_FILE)
+        images["real T2w: ICBM152 2009c (1 mm)"] = icbm.brain_extracted(icbm.T2_FILE)
     guesses = {}
-    for label, path in paths.items():
-        image = nib.load(path)
+    for label, image in images.items():
         data = np.asarray(image.dataobj, dtype=np.float32)
         guesses[label] = [guess_input_modality(data, image.header.get_zooms()[:3])]
     return guesses

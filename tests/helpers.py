@@ -147,7 +147,7 @@ def benchmark_module(name: str) -> Iterator[ModuleType]:
         patch.setitem(sys.modules, spec.name, module)
         spec.loader.exec_module(module)
         yield module
-        for sibling in ("common", "evaluation"):  # imported by their plain names
+        for sibling in ("common", "evaluation", "icbm"):  # imported by their plain names
             sys.modules.pop(sibling, None)
 
 
