@@ -238,6 +238,41 @@ def test_a_mask_file_replaces_the_default_mask(capsys, tmp_path: Path) -> None:
     assert row["psnr"] != pytest.approx(psnr(truth, pred), abs=0.01)
 
 
+def test_erode_scores_the_mask_shrunk_by_n_voxels(capsys, tmp_path: Path) -> None:
+    """A prediction with a zero rim (clipped negatives at the brain's edge) loses its zeros'
+    pull on the normalisation once the rim is eroded away."""
+    from scipy import ndimage
+
+    from tumsyn.evaluate.metrics import psnr
+
+    truth, pred = head()
+    inside = truth > 0
+    pred = np.where(ndimage.binary_erosion(inside), pred, 0.0)  # a one-voxel rim of zeros
+    args = ["--pred", str(write(tmp_path / "p.nii.gz", pred)),
+            "--truth", str(write(tmp_path / "t.nii.gz", truth))]  # fmt: skip
+    scores = {}
+    for erode in (0, 1, 2):
+        out = tmp_path / f"r{erode}.json"
+        assert run(capsys, "evaluate", *args, "--erode", str(erode), "--out", str(out))[0] == 0
+        scores[erode] = json.loads(out.read_text())["rows"][0]["psnr"]
+    assert scores[0] == pytest.approx(psnr(truth, pred, inside), abs=1e-9)
+    for erode in (1, 2):
+        mask = ndimage.binary_erosion(inside, iterations=erode)
+        assert scores[erode] == pytest.approx(psnr(truth, pred, mask), abs=1e-9)
+    assert scores[1] > scores[0] + 1.0  # the rim's zeros no longer set the prediction's minimum
+
+
+def test_eroding_the_whole_mask_away_is_a_clear_error(capsys, tmp_path: Path) -> None:
+    truth, pred = head()
+    args = ["--pred", str(write(tmp_path / "p.nii.gz", pred)),
+            "--truth", str(write(tmp_path / "t.nii.gz", truth)), "--erode", "9"]  # fmt: skip
+    code, stdout, err = run(capsys, "evaluate", *args)
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert "the brain mask is empty after eroding it by 9 voxels" in err
+    code, _, err = run(capsys, "evaluate", *args[:-1], "-1")
+    assert code == 2 and "--erode -1: give 0 or more voxels" in err
+
+
 def subject_derivatives(bids: Path, subject: str, prefix: str, affine=None) -> np.ndarray:
     """A brain mask (a half ball) and GM/WM/CSF maps for one subject in bids/derivatives/seg."""
     truth, _ = head()
