@@ -252,7 +252,17 @@ def split_experiment(
         help="with a suite: the central axial slices evaluated (default: the suite's; 0: whole "
         "volumes)",
     )
+    parser.add_argument(
+        "--erode",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score only voxels N voxels inside each brain mask, written as NAME_erodeN*.json "
+        "(default 0; see `tumsyn evaluate --erode`)",
+    )
     args = parser.parse_args(argv)
+    if args.erode < 0:
+        parser.error(f"--erode {args.erode}: give 0 or more voxels")
     experiment = name
     if args.data is not None:
         cases, methods, task_count, slices = _own_data(args, tasks or PAPER_TASKS)
@@ -267,7 +277,9 @@ def split_experiment(
         slices = next(n for n in given if n is not None)
         task_count = len(chosen)
         seed, where = suite.evaluation.seed, f"{split} split"
-    rows = evaluate_cases(cases, methods, slices=slices, progress=not args.quiet)
+    rows = evaluate_cases(cases, methods, slices=slices, erode=args.erode, progress=not args.quiet)
+    if args.erode:
+        name, where = f"{name}_erode{args.erode}", f"{where}, masks eroded by {args.erode} voxels"
     metrics = ("psnr", "ssim", "mae", "gm_wm_error", "csf_wm_error", "lesion_wm_error")
     summary = summarise(rows, by=("task", "method"), metrics=metrics, seed=seed)
     per_task = [row for row in summary if row["task"] != "all tasks"]

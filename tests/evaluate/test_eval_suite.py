@@ -211,3 +211,10 @@ def test_a_generator_suite_trains_stage2_from_virtual_subjects(tmp_path: Path) -
 def test_a_users_data_set_is_recognised_as_the_experiment_parses_it(argv, own):
     with benchmark_module("exp_unseen_inputs") as experiment:  # runs both splits, or --data once
         assert experiment.given_own_data(argv) is own
+
+
+def test_a_negative_erosion_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run_benchmark("exp_internal", ["--erode", "-1", "--workdir", str(tmp_path)], tmp_path)
+    assert exit_.value.code == 2 and "--erode -1: give 0 or more voxels" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing made

@@ -88,6 +88,16 @@ def test_load_case_crops_a_central_slab_and_masks_the_brain(dataset: Path) -> No
     assert total.max() <= 1.0 + 1e-2  # interpolation, float32
 
 
+def test_an_eroded_case_scores_only_the_voxels_inside_the_eroded_mask(dataset: Path) -> None:
+    from scipy import ndimage
+
+    case = task_cases(dataset, [("T1w", "T2w")])[0]
+    whole, eroded = load_case(case), load_case(case, erode=1)
+    np.testing.assert_array_equal(eroded.mask, ndimage.binary_erosion(whole.mask))
+    assert 0 < eroded.mask.sum() < whole.mask.sum()
+    np.testing.assert_array_equal(eroded.truth, whole.truth)  # only where it is scored changes
+
+
 def test_the_truth_scores_perfectly(dataset: Path) -> None:
     data = load_case(task_cases(dataset, [("T1w", "T2w")])[0])
     scores = score(data, data.truth)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from tumsyn.data import ImageRecord, index_bids
 from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
@@ -149,8 +150,9 @@ def _fractions_on(path: str, shape: tuple[int, ...], affine: tuple[float, ...]) 
     return acquire(fractions, Grid(fractions.shape, image.affine), target)
 
 
-def load_case(case: Case, slices: int = 0) -> CaseData:
-    """Read a case's source and truth (and tissue maps), cropped to a central axial slab."""
+def load_case(case: Case, slices: int = 0, erode: int = 0) -> CaseData:
+    """Read a case's source and truth (and tissue maps), cropped to a central axial slab; the
+    brain mask eroded by ``erode`` voxels (see :func:`tumsyn.evaluate.report.evaluate_pair`)."""
     source = nib.load(case.source.path)
     target = nib.load(case.target.path)
     truth = np.asarray(target.dataobj, dtype=np.float32)
@@ -161,6 +163,8 @@ def load_case(case: Case, slices: int = 0) -> CaseData:
         mask = sum(maps.values()) > 0.5
     else:
         mask = truth[crop] > 0
+    if erode:
+        mask = ndimage.binary_erosion(mask, iterations=erode)
     tissues = None if maps is None else {name: maps[name] for name in TISSUES}
     return CaseData(case, source.slicer[crop], truth[crop], mask, tissues, _lesions(maps, mask))
 
@@ -257,14 +261,19 @@ def model_method(checkpoint: str | os.PathLike, cache: Path | None, patch_size: 
 
 
 def evaluate_cases(
-    cases: Sequence[Case], methods: dict[str, Method], *, slices: int = 0, progress: bool = True
+    cases: Sequence[Case],
+    methods: dict[str, Method],
+    *,
+    slices: int = 0,
+    erode: int = 0,
+    progress: bool = True,
 ) -> list[dict]:
-    """One row of scores per case and method."""
+    """One row of scores per case and method (masks eroded by ``erode`` voxels)."""
     from tqdm import tqdm
 
     rows = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not progress):
-        data = load_case(case, slices)
+        data = load_case(case, slices, erode)
         for name, method in methods.items():
             rows.append(
                 {
