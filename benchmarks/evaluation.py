@@ -109,7 +109,10 @@ def write_results(
         suite = suite_name(args)
         script = f"python benchmarks/exp_{experiment}.py --suite {args.suite}"
         script = SUITE_COMMANDS.get(suite, script)
-    return report(name, rows, {"command": command or script, "suite": suite, "caption": caption})
+    command = command or script
+    if getattr(args, "erode", 0):
+        command += f" (scored with --erode {args.erode})"
+    return report(name, rows, {"command": command, "suite": suite, "caption": caption})
 
 
 def plot_metric(summary: list[dict], metric: str, name: str, title: str) -> Path:
