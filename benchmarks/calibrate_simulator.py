@@ -48,6 +48,7 @@ from scipy import ndimage, optimize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
+from icbm import t1w_protocol
 from tumsyn.evaluate import normalise, psnr, ssim
 from tumsyn.figures import save_montage
 from tumsyn.io import atomic_output
@@ -80,16 +81,7 @@ def protocols() -> dict[str, ImagingMetadata]:
         for p in load_protocols("library")
         if p.name == "mprage" and p.metadata.modality == "T1w"
     )
-    gre = ImagingMetadata(
-        modality="T1w",
-        field_strength=1.5,
-        manufacturer="Philips",
-        voxel_size=(1.0, 1.0, 1.0),
-        tr=18.0,
-        te=10.0,
-        flip_angle=30.0,
-    )
-    return {"mprage 3T": mprage, "gre 1.5T": gre}
+    return {"mprage 3T": mprage, "gre 1.5T": t1w_protocol()}
 
 
 def _t1_jitter(base: dict[str, np.ndarray], factors) -> dict[str, np.ndarray]:

@@ -37,12 +37,10 @@ from scipy import ndimage, optimize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report
-from icbm import T1_FILE, T2_FILE, on_template_grid
-from tumsyn.metadata import ImagingMetadata
+from icbm import T1_FILE, T2_FILE, T2_TE, on_template_grid, t2w_protocol
 from tumsyn.simulate.contrast import pure_tissue_ratios
 from tumsyn.simulate.template import load_template
 
-ICBM_TR, ICBM_TE = 3300.0, 120.0  # ms; BrainWeb's ICBM-like dual echo, late echo
 PURE = 0.9  # a voxel is "pure" tissue above this fraction (as calibrate_simulator.py)
 UNMIX_EROSION = 3  # voxels: the unmixing leaves out the brain's edge (skull-stripping residue)
 
@@ -61,22 +59,9 @@ def unmixed_ratios(image: np.ndarray, maps: dict[str, np.ndarray]) -> dict[str, 
     return {"GM/WM": gm / wm, "CSF/WM": csf / wm}
 
 
-def icbm_like(te: float) -> ImagingMetadata:
-    """A 1.5 T 2D spin echo T2w with the ICBM-like TR, at echo time ``te`` (ms)."""
-    return ImagingMetadata(
-        modality="T2w",
-        field_strength=1.5,
-        manufacturer="Philips",
-        voxel_size=(1.0, 1.0, 1.0),
-        tr=ICBM_TR,
-        te=te,
-        flip_angle=90.0,
-    )
-
-
 def te_matching_csf(csf_wm: float) -> float:
     """The echo time (ms) at which the simulator's CSF/WM equals ``csf_wm``."""
-    gap = lambda te: pure_tissue_ratios(icbm_like(te))["CSF/WM"] - csf_wm  # noqa: E731
+    gap = lambda te: pure_tissue_ratios(t2w_protocol(te))["CSF/WM"] - csf_wm  # noqa: E731
     return float(optimize.brentq(gap, 1.0, 400.0))
 
 
@@ -90,7 +75,7 @@ def rows() -> tuple[list[dict], float]:
     for method, measure in (("pure voxels", pure_ratios), ("unmixed", unmixed_ratios)):
         real = measure(t2, maps)
         te = te_matching_csf(real["CSF/WM"])
-        simulated = pure_tissue_ratios(icbm_like(te))
+        simulated = pure_tissue_ratios(t2w_protocol(te))
         table.append({
             "real T2w, measured by": method,
             "real GM/WM": round(real["GM/WM"], 3),
@@ -100,11 +85,11 @@ def rows() -> tuple[list[dict], float]:
             "simulator CSF/WM there": round(simulated["CSF/WM"], 3),
             "excess": round(simulated["GM/WM"] / real["GM/WM"] - 1.0, 3),
         })  # fmt: skip
-    nominal = pure_tissue_ratios(icbm_like(ICBM_TE))
+    nominal = pure_tissue_ratios(t2w_protocol())
     table.append({
-        "real T2w, measured by": f"(simulator at TE {ICBM_TE:g} ms)",
+        "real T2w, measured by": f"(simulator at TE {T2_TE:g} ms)",
         "real GM/WM": None, "real CSF/WM": None,
-        "simulator TE at that CSF/WM (ms)": ICBM_TE,
+        "simulator TE at that CSF/WM (ms)": T2_TE,
         "simulator GM/WM there": round(nominal["GM/WM"], 3),
         "simulator CSF/WM there": round(nominal["CSF/WM"], 3),
         "excess": None,

@@ -32,11 +32,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from calibrate_t2 import ICBM_TE, ICBM_TR
 from evaluation import split_experiment
-from icbm import T1_FILE, T2_FILE, brain_extracted
+from icbm import T1_FILE, T2_FILE, brain_extracted, t1w_protocol, t2w_protocol
 from tumsyn.io import save_json, save_nifti
-from tumsyn.metadata import ImagingMetadata, bids_image_name, sidecar_from_metadata, sidecar_path
+from tumsyn.metadata import bids_image_name, sidecar_from_metadata, sidecar_path
 from tumsyn.simulate.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +43,7 @@ SUBJECT = "icbm2009c"
 AGE = 25  # the ICBM152 subjects' mean age
 TASKS = (("T1w", "T2w"), ("T2w", "T1w"))
 COMMAND = "make icbm-pairs"  # this script with the shipped models (Makefile)
-PROTOCOLS = {
-    "T1w": ImagingMetadata(modality="T1w", field_strength=1.5, manufacturer="Philips",
-                           tr=18.0, te=10.0, flip_angle=30.0),
-    "T2w": ImagingMetadata(modality="T2w", field_strength=1.5, manufacturer="Philips",
-                           tr=ICBM_TR, te=ICBM_TE, flip_angle=90.0),
-}  # fmt: skip
+PROTOCOLS = {"T1w": t1w_protocol(), "T2w": t2w_protocol()}
 
 
 def write_dataset(root: Path) -> Path:

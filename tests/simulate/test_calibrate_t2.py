@@ -27,5 +27,5 @@ def test_unmixing_recovers_the_tissue_signals_of_a_partial_volume_image(calibrat
 
 @pytest.mark.parametrize("te", [40.0, 88.0, 150.0])
 def test_the_matched_echo_time_reproduces_the_csf_contrast(calibrate_t2, te):
-    csf_wm = calibrate_t2.pure_tissue_ratios(calibrate_t2.icbm_like(te))["CSF/WM"]
+    csf_wm = calibrate_t2.pure_tissue_ratios(calibrate_t2.t2w_protocol(te))["CSF/WM"]
     assert calibrate_t2.te_matching_csf(csf_wm) == pytest.approx(te, rel=1e-4)
