@@ -20,7 +20,7 @@ from tumsyn.metadata import (
     prompt_voxel_size,
     sidecar_path,
 )
-from tumsyn.models.routed import route_key
+from tumsyn.models.routed import reads_by_guess
 
 __all__ = ["ImageSummary", "summarise_image"]
 
@@ -111,7 +111,7 @@ def _input_modality(
     networks, fallback = pipeline_networks(read_pipeline_metadata(None))
     if fallback is None:
         return f"{named or 'not named'} (the default model reads every input alike)"
-    if named is not None and route_key(named) in networks:
+    if not reads_by_guess(networks, named):
         return f"{named} (from the file name or sidecar)"
     guess = guess_input_modality(data, voxel_size)
     network = f"{guess.modality} network" if guess.modality else f"fallback network, {fallback}"

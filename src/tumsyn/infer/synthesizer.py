@@ -35,7 +35,7 @@ from tumsyn.io import Volume, as_volume, check_grid_size, load_nifti, nifti_imag
 from tumsyn.metadata import ImagingMetadata, canonical_modality, modality_from_file_name
 from tumsyn.models.checkpoint import load_checkpoint
 from tumsyn.models.pipeline import SynthesisPipeline
-from tumsyn.models.routed import RoutedNetwork
+from tumsyn.models.routed import RoutedNetwork, reads_by_guess
 
 __all__ = ["ImageLike", "SynthesizedImage", "Synthesizer", "TargetLike"]
 
@@ -192,8 +192,7 @@ class Synthesizer:
         synth = self.pipeline.synth
         if not isinstance(synth, RoutedNetwork):
             return None
-        known = None if input_modality is None else canonical_modality(input_modality)
-        if known is not None and synth.route(known) == known:
+        if not reads_by_guess(synth.networks, input_modality):
             return None
         return guess_input_modality(volume.data, volume.voxel_size)
 
@@ -221,31 +220,26 @@ class Synthesizer:
         self, input_modality: str | None, guess: ModalityGuess | None = None
     ) -> list[str]:
         """How a model with a network per input modality read an input it was not told the
-        modality of, or one of a modality it has no network for (``guess``: with the network
-        its intensities point to, else its fallback): the input is then outside what that
-        network learned."""
+        modality of, or one of a modality it has no network for (``guess``, from
+        :meth:`modality_guess`: with the network its intensities point to, else its fallback):
+        the input is then outside what that network learned. None: the input's own network read
+        it, or the model reads every input alike."""
         synth = self.pipeline.synth
-        if not isinstance(synth, RoutedNetwork):
+        if guess is None or not isinstance(synth, RoutedNetwork):
             return []
-        advice = ("name the input with its modality, e.g. sub-01_T2w.nii.gz, or give its "
-                  "modality: --input-modality")  # fmt: skip
-        known = None if input_modality is None else canonical_modality(input_modality)
-        if guess is not None:
-            read_as = guess.modality or synth.fallback
-            if known is None:
-                return [
-                    f"the input's modality was not given and its file name does not tell; it "
-                    f"was read as {read_as} ({guess.reason}); if that is wrong, {advice}"
-                ]
-            why = "the network its intensities point to" if guess.features else "its fallback"
+        read_as = guess.modality or synth.fallback
+        if input_modality is None:
+            advice = ("name the input with its modality, e.g. sub-01_T2w.nii.gz, or give its "
+                      "modality: --input-modality")  # fmt: skip
             return [
-                f"the input is {known}, which the model has no network for; it was read as "
-                f"{read_as}, {why} ({guess.reason})"
+                f"the input's modality was not given and its file name does not tell; it "
+                f"was read as {read_as} ({guess.reason}); if that is wrong, {advice}"
             ]
-        if synth.route(known) == known:
-            return []
-        what = "not known" if known is None else f"{known}, which it has no network for"
-        return [f"the input's modality is {what}, so it was read as {synth.fallback} ({advice})"]
+        why = "the network its intensities point to" if guess.features else "its fallback"
+        return [
+            f"the input is {canonical_modality(input_modality)}, which the model has no network "
+            f"for; it was read as {read_as}, {why} ({guess.reason})"
+        ]
 
     def synthesize_arrays(
         self,

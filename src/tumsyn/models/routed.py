@@ -13,6 +13,7 @@ model is assembled from ordinary stage-2 runs (``scripts/package_release.py``).
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 from pydantic import field_validator, model_validator
@@ -24,7 +25,14 @@ from tumsyn.metadata import canonical_modality
 from tumsyn.models.registry import build, load_config, parse_config, register
 from tumsyn.models.synth import SynthesisNetwork, fusion_takes_pooled_text
 
-__all__ = ["RoutedConfig", "RoutedNetwork", "canonical_route_key", "make_routed", "route_key"]
+__all__ = [
+    "RoutedConfig",
+    "RoutedNetwork",
+    "canonical_route_key",
+    "make_routed",
+    "reads_by_guess",
+    "route_key",
+]
 
 
 class RoutedConfig(StrictConfig):
@@ -83,6 +91,14 @@ def route_key(input_modality: str, target_modality: str | None = None) -> str:
     outputs, if given), canonically spelled: ``T1w``, ``T1w:FLAIR``."""
     key = canonical_modality(input_modality)
     return key if target_modality is None else f"{key}:{canonical_modality(target_modality)}"
+
+
+def reads_by_guess(networks: Container[str], input_modality: str | None) -> bool:
+    """Whether a routed model with these network keys reads an input of ``input_modality``
+    (None: unknown) by what its intensities look like (:mod:`tumsyn.infer.modality_guess`):
+    when it has no network of that modality's own. Takes the keys, not the model, so that what
+    only reads a checkpoint's header (``tumsyn info``) answers as the loaded model does."""
+    return input_modality is None or route_key(input_modality) not in networks
 
 
 def canonical_route_key(key: str) -> str:
