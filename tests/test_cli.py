@@ -77,35 +77,25 @@ def test_info_on_bundled_example(capsys) -> None:
     assert image.read_bytes() == before
 
 
-def test_info_says_how_an_unnamed_input_would_be_read(capsys, tmp_path) -> None:
-    unnamed = tmp_path / "input_0000.nii.gz"
-    shutil.copyfile(example_t1w(), unnamed)
-    code, out, err = run(capsys, "info", str(unnamed))
-    assert (code, err) == (0, "")
-    fields = dict(line.split(": ", 1) for line in out.strip().splitlines())
-    assert (
-        fields["input modality"]
-        .strip()
-        .startswith("not named; the default model reads it with its fallback network, T1w (T1-like")
-    )
-
-
-def test_info_says_how_an_input_without_a_network_of_its_own_would_be_read(
-    capsys, tmp_path
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("input_0000.nii.gz",
+         "not named; the default model reads it with its fallback network, T1w (T1-like"),
+        ("sub-01_T2star.nii.gz",  # the default model has no T2*w network
+         "T2star (from the file name or sidecar), which has no network of its own; the default "
+         "model reads it with its fallback network, T1w (T1-like"),
+    ],
+)  # fmt: skip
+def test_info_says_how_an_input_the_model_has_no_network_for_would_be_read(
+    capsys, tmp_path, name, expected
 ) -> None:
-    named = tmp_path / "sub-01_T2star.nii.gz"  # the default model has no T2*w network
-    shutil.copyfile(example_t1w(), named)
-    code, out, err = run(capsys, "info", str(named))
+    image = tmp_path / name
+    shutil.copyfile(example_t1w(), image)
+    code, out, err = run(capsys, "info", str(image))
     assert (code, err) == (0, "")
     fields = dict(line.split(": ", 1) for line in out.strip().splitlines())
-    assert (
-        fields["input modality"]
-        .strip()
-        .startswith(
-            "T2star (from the file name or sidecar), which has no network of its own; the default "
-            "model reads it with its fallback network, T1w (T1-like"
-        )
-    )
+    assert fields["input modality"].strip().startswith(expected)
 
 
 def test_version(capsys) -> None:
