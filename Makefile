@@ -131,7 +131,7 @@ $(ICBM_T2): | $(STAMP)
 
 # Real-derived T1w/T2w pairs (benchmarks/exp_icbm_pairs.py) for the shipped models.
 icbm-pairs: setup $(ICBM_T2)
-	$(PY) benchmarks/exp_icbm_pairs.py --quiet $(EVAL_SHIPPED)
+	$(PY) benchmarks/exp_icbm_pairs.py --quiet $(EVAL_SHIPPED) $(ICBM_PAIRS_ARGS)
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks scripts

@@ -3,6 +3,7 @@ baselines, summaries and cached predictions."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,7 +23,7 @@ from tumsyn.evaluate.experiments import (
     summarise,
     task_cases,
 )
-from tumsyn.metadata import load_protocols
+from tumsyn.metadata import load_protocols, sidecar_path
 from tumsyn.models import build, load_checkpoint, make_pipeline, save_checkpoint
 from tumsyn.models.routed import make_routed
 from tumsyn.simulate import CohortSettings, simulate_dataset
@@ -171,6 +172,30 @@ def test_model_predictions_are_cached_per_case(
     method = model_method(model, tmp_path / "cache", patch_size=8)
     evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
     assert len(list((tmp_path / "cache").rglob("*.nii"))) == 2
+
+
+def test_a_re_rendered_source_or_an_edited_sidecar_is_predicted_afresh(
+    dataset: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    method = model_method(checkpoint, tmp_path / "cache", patch_size=8)
+
+    def predictions_after_one_case() -> int:
+        cases = task_cases(copy, [("T1w", "T2w")], max_cases=1)
+        evaluate_cases(cases, {"tiny": method}, slices=11, progress=False)
+        return len(list((tmp_path / "cache").rglob("*.nii")))
+
+    assert predictions_after_one_case() == 1
+    (case,) = task_cases(copy, [("T1w", "T2w")], max_cases=1)
+    source = nib.load(case.source.path)
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj) * 0.5, source.affine), case.source.path)
+    assert predictions_after_one_case() == 2
+    sidecar = sidecar_path(case.target.path)
+    fields = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**fields, "EchoTime": fields["EchoTime"] * 0.8}))
+    assert predictions_after_one_case() == 3
+    assert predictions_after_one_case() == 3  # and reused once made
 
 
 def test_a_routed_model_reads_each_case_with_its_sources_network(

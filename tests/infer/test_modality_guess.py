@@ -43,11 +43,11 @@ def test_each_contrast_is_read_as_its_network_reads_it(subject, protocol, expect
 def test_a_t2w_with_dimmer_csf_than_the_library_protocols_is_still_a_t2w(subject) -> None:
     """Real T2w CSF is less bright against white matter than the simulator's library protocols
     render it (the ICBM152 T2 template's ventricles: 2.12 x its core); a 1.5 T spin echo at
-    TE 80 ms comes close (CSF/WM about 2.8 in pure tissue)."""
+    TE 70 ms comes close (CSF/WM about 2.4 in pure tissue)."""
     from tumsyn.metadata import ImagingMetadata
 
     metadata = ImagingMetadata(modality="T2w", field_strength=1.5, manufacturer="Philips",
-                               voxel_size=VOXEL, tr=3300.0, te=80.0, flip_angle=90.0)  # fmt: skip
+                               voxel_size=VOXEL, tr=3300.0, te=70.0, flip_angle=90.0)  # fmt: skip
     settings = ScanSettings(snr=15.0, bias=(0.2, -0.15, 0.1, 0.0, 0.1, 0.0, -0.1, 0.0, 0.05))
     guess = guess_input_modality(scan(subject, metadata, settings)[0], VOXEL)
     assert guess.modality == "T2w" and guess.features.ventricles < 2.2, guess

@@ -219,12 +219,23 @@ def inverted_source(data: CaseData) -> np.ndarray:
 BASELINES: dict[str, Method] = {"copy source": copy_source, "inverted source": inverted_source}
 
 
+def _request_digest(data: CaseData, patch_size: int) -> str:
+    """A short digest of a synthesis request: the source file's bytes, the target prompt and the
+    patch size (the checkpoint is the cache folder's name)."""
+    digest = hashlib.sha256(f"{data.case.target.prompt}|{patch_size}|".encode())
+    with open(data.case.source.path, "rb") as file:
+        digest.update(hashlib.file_digest(file, "sha256").digest())
+    return digest.hexdigest()[:12]
+
+
 def model_method(checkpoint: str | os.PathLike, cache: Path | None, patch_size: int) -> Method:
     """A method that synthesizes each case's target with a pipeline checkpoint.
 
     Predictions are kept in ``cache`` (one NIfTI per case, in a folder named by the checkpoint's
     content digest, so a checkpoint replaced under the same name is never answered from an old
-    one's predictions) and reused, so experiments that share cases share the synthesis.
+    one's predictions) and reused, so experiments that share cases share the synthesis. A
+    prediction's file name carries a digest of what it was made from (:func:`_request_digest`),
+    so a re-rendered source or an edited sidecar is synthesized anew.
     """
     from tumsyn import Synthesizer
 
@@ -237,7 +248,7 @@ def model_method(checkpoint: str | os.PathLike, cache: Path | None, patch_size: 
         if cache is not None and folder is None:
             with open(checkpoint, "rb") as file:
                 folder = cache / hashlib.file_digest(file, "sha256").hexdigest()[:16]
-        name = f"{data.case.name}_slab{data.truth.shape[2]}.nii"
+        name = f"{data.case.name}_slab{data.truth.shape[2]}_{_request_digest(data, patch_size)}.nii"
         path = None if folder is None else folder / name
         if path is not None and path.is_file():
             return np.asarray(nib.load(path).dataobj, dtype=np.float32)

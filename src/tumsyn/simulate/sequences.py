@@ -67,16 +67,17 @@ GYROMAGNETIC_MHZ_PER_T = 42.577
 #: real images (docs/calibration.md): T2w 0.2 (nominal 563 -> 113 ms), FLAIR 0.4 (388 -> 155 ms).
 VARIABLE_FLIP_TE_FACTORS = {"T2w": 0.2, "FLAIR": 0.4}
 VARIABLE_FLIP_TE_FACTOR = 0.25  # any other modality
-#: Incidental magnetisation transfer: the signal of a tissue is multiplied by ``1 - w * pool``
-#: (``pool``: its bound-pool size, ``TissueProperties.mt_pool``). In 2D multi-slice spin-echo
-#: imaging the pulses of the other slices saturate the bound pool (incidental MT, described by
-#: Dixon WT et al., Radiology 1990); an in vivo brain study measured about 20 % less signal in
-#: multi-slice than in single-slice multi-echo spin echo
-#: (https://pmc.ncbi.nlm.nih.gov/articles/PMC7053148), hence 1.3 x 0.15 = 0.195 for white matter.
-#: The 3D variable-flip-angle weight is an effective parameter (its long refocusing trains
-#: saturate too; docs/calibration.md). Gradient echoes with small flip angles are free of it.
-MT_WEIGHT_2D_SPIN_ECHO = 1.3
-MT_WEIGHT_3D_VARIABLE_FLIP = 0.8
+#: Incidental magnetisation transfer: the signal of a tissue is multiplied by ``1 - w * r``, ``w``
+#: white matter's fractional signal loss and ``r`` the tissue's saturation relative to white
+#: matter's (``TissueProperties.mt_saturation``: the ratio of measured MTRs, grey matter 0.78). In
+#: 2D multi-slice spin-echo imaging the pulses of the other slices saturate the bound pool
+#: (incidental MT, described by Dixon WT et al., Radiology 1990); an in vivo brain study measured
+#: about 20 % less signal in multi-slice than in single-slice multi-echo spin echo
+#: (https://pmc.ncbi.nlm.nih.gov/articles/PMC7053148), hence 0.195 for white matter. The 3D
+#: variable-flip-angle weight is an effective parameter (its long refocusing trains saturate too;
+#: docs/calibration.md). Gradient echoes with small flip angles are free of it.
+MT_WEIGHT_2D_SPIN_ECHO = 0.195
+MT_WEIGHT_3D_VARIABLE_FLIP = 0.12
 MT_FULL_TR = 3000.0  # ms
 #: Readout pulses per MPRAGE inversion (one k-space line each).
 MPRAGE_READOUTS = 160
@@ -230,7 +231,7 @@ def _spin_echo_family(
 ) -> np.ndarray:
     """Spin-echo readouts: two-compartment T2 decay (myelin water) and incidental MT."""
     te = _effective_te(metadata, te)
-    saturation = 1.0 - _mt_weight(metadata, tr) * p.mt_pool
+    saturation = 1.0 - _mt_weight(metadata, tr) * p.mt_saturation
     if sequence == "spin_echo":
         return saturation * spin_echo(p.pd, p.t1, p.t2, tr=tr, te=te, myelin_water=p.myelin_water)
     ti = float(_need(metadata, "ti", why))
