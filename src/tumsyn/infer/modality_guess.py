@@ -41,16 +41,16 @@ SHELL_DEPTH_MM = 4.0  # cortex and sulcal CSF lie within this of it
 WORKING_VOXEL_MM = 2.0  # the guess reads the image subsampled to about this voxel size
 MIN_VOXELS = 500  # fewer voxels in the core or the shell: no guess (a crop, not a brain)
 MAX_BORDER_FRACTION = 0.05  # more non-zero voxels on the array's faces: not brain-extracted
-# Simulated scans (benchmarks/exp_modality_guess.py, 375 scans): T2w core/shell 0.48-0.77 and
-# ventricles 2.71-3.72 x the core's median; every other contrast 0.81 or more and 2.11 or less,
-# and 1.81 or less where the core is also darker than the shell (PD, T2*w). The real ICBM152 T2
+# Simulated scans (benchmarks/exp_modality_guess.py, 375 scans): T2w core/shell 0.48-0.76 and
+# ventricles 2.77-3.85 x the core's median; every other contrast 0.81 or more and 2.16 or less,
+# and 1.78 or less where the core is also darker than the shell (PD, T2*w). The real ICBM152 T2
 # template has core/shell 0.85 and ventricles 2.12 (a real T2w's CSF is less bright against white
-# matter than the simulator's, docs/calibration.md), so the ventricle bound lies between 1.81
+# matter than the simulator's, docs/calibration.md), so the ventricle bound lies between 1.78
 # and 2.12.
 T2W_MAX_CORE_TO_SHELL = 0.9
 T2W_MIN_VENTRICLES = 1.95
-# PD: the core's darkest 2 % at 0.58-0.81 of its median, T1w's at 0.58 or less, T1CE's 0.60,
-# FLAIR's 0.43; PD's core/shell 0.82-1.31, T1w's and T1CE's 1.26 or more (real T1w: Colin27
+# PD: the core's darkest 2 % at 0.59-0.83 of its median, T1w's at 0.57 or less, T1CE's 0.60,
+# FLAIR's 0.42; PD's core/shell 0.83-1.33, T1w's and T1CE's 1.27 or more (real T1w: Colin27
 # 1.21 with darkest 0.31, the MNI152 example 1.65). Both must hold.
 PD_MIN_DARKEST = 0.61
 PD_MAX_CORE_TO_SHELL = 1.25
