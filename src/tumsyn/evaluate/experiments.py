@@ -23,11 +23,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from tumsyn.data import ImageRecord, index_bids
 from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
-from tumsyn.evaluate.metrics import contrast_errors, mae, psnr, ssim
+from tumsyn.evaluate.metrics import contrast_errors, eroded, mae, psnr, ssim
 from tumsyn.evaluate.report import bootstrap_interval
 from tumsyn.io import Grid, atomic_output
 from tumsyn.simulate.tissues import LESIONS
@@ -163,8 +162,7 @@ def load_case(case: Case, slices: int = 0, erode: int = 0) -> CaseData:
         mask = sum(maps.values()) > 0.5
     else:
         mask = truth[crop] > 0
-    if erode:
-        mask = ndimage.binary_erosion(mask, iterations=erode)
+    mask = eroded(mask, erode)
     tissues = None if maps is None else {name: maps[name] for name in TISSUES}
     return CaseData(case, source.slicer[crop], truth[crop], mask, tissues, _lesions(maps, mask))
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from tumsyn.errors import ImageError, InputFileError, TumsynError, TumsynWarning
 from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
-from tumsyn.evaluate.metrics import contrast_errors, mae, psnr, ssim
+from tumsyn.evaluate.metrics import contrast_errors, eroded, mae, psnr, ssim
 from tumsyn.io import Volume, atomic_output, load_nifti, read_grid, save_json
 from tumsyn.metadata.bids import anat_images, bids_entities
 
@@ -227,10 +226,9 @@ def evaluate_pair(pair: Pair, *, tissues: Sequence[Path] | None = None, erode: i
         pair: the files; without a mask file, the brain is the truth's non-zero voxels.
         tissues: GM, WM and CSF maps of the truth (labels or probabilities), in that order, for
             the contrast errors.
-        erode: score only voxels this many voxels inside the mask. The paper's normalisation
-            maps each image's minimum inside the mask to 0, so a few dark voxels at the brain's
-            edge (a prediction's clipped negatives, a skull strip's rim) move every value;
-            scores at a few erosions show how much a comparison rests on the edge.
+        erode: score only voxels this many voxels inside the mask (see
+            :func:`~tumsyn.evaluate.metrics.eroded`: a prediction's clipped negatives or a skull
+            strip's rim at the edge move every score).
 
     Raises:
         InputFileError, ImageError: a file is missing or unreadable, or the grids differ.
@@ -244,11 +242,10 @@ def evaluate_pair(pair: Pair, *, tissues: Sequence[Path] | None = None, erode: i
         mask_volume = load_nifti(pair.mask)
         _check_grid(mask_volume, pair.mask, truth, pair.truth)
         mask = mask_volume.data != 0
-    if erode:
-        mask = ndimage.binary_erosion(mask, iterations=erode)
+    mask = eroded(mask, erode)
     if not mask.any():
-        eroded = f" after eroding it by {erode} voxels" if erode else ""
-        raise ImageError(f"{pair.mask or pair.truth}: the brain mask is empty{eroded}")
+        after = f" after eroding it by {erode} voxels" if erode else ""
+        raise ImageError(f"{pair.mask or pair.truth}: the brain mask is empty{after}")
     errors: dict[str, float] = {}
     tissues = pair.tissues or tissues
     if tissues is not None:
