@@ -32,11 +32,16 @@
 #    (configs/synth-v2-t1-gamma.yaml, -t1-flair-gamma.yaml; trained on a GPU for the shipped
 #    file, see the model card), put in their places: runs/tumsyn-v2-gamma.safetensors;
 # 8. a network for FLAIR inputs, fine-tuned from that file's T1w network
-#    (configs/synth-v2-flair-input.yaml), added to it: the shipped checkpoint.
+#    (configs/synth-v2-flair-input.yaml), added to it: runs/tumsyn-v2-fi.safetensors;
+# 9. after incidental magnetisation transfer came to saturate grey matter by its measured MTR
+#    (docs/calibration.md), each of its six networks fine-tuned 300 steps on
+#    the recalibrated simulator (configs/synth-v2-*-mt.yaml), put in their places: the shipped
+#    checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
 # runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/,
-# runs/synth-v2-flair-input/ (model.safetensors, metrics.csv, state.pt),
-# runs/tumsyn-v2-{base,fn,gamma}.safetensors and runs/tumsyn-v2.safetensors.
+# runs/synth-v2-flair-input/, runs/synth-v2-{t1,t2,pd,t2-t1,flair-input,t1-flair}-mt/
+# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-{base,fn,gamma,fi}.safetensors and
+# runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
 set -euo pipefail
@@ -83,5 +88,16 @@ if [ ! -f runs/tumsyn-v2-gamma.safetensors ]; then  # the FLAIR-input network le
         T1w:FLAIR=runs/synth-v2-t1-flair-gamma/model.safetensors
 fi
 train train configs/synth-v2-flair-input.yaml runs/synth-v2-flair-input
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-gamma.safetensors \
-    runs/tumsyn-v2.safetensors FLAIR=runs/synth-v2-flair-input/model.safetensors
+if [ ! -f runs/tumsyn-v2-fi.safetensors ]; then  # the recalibration step learns from this file
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-gamma.safetensors \
+        runs/tumsyn-v2-fi.safetensors FLAIR=runs/synth-v2-flair-input/model.safetensors
+fi
+for network in t1 pd t2 t2-t1 flair-input t1-flair; do
+    train train "configs/synth-v2-$network-mt.yaml" "runs/synth-v2-$network-mt"
+done
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fi.safetensors \
+    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-mt/model.safetensors \
+    PD=runs/synth-v2-pd-mt/model.safetensors T2w=runs/synth-v2-t2-mt/model.safetensors \
+    T2w:T1w=runs/synth-v2-t2-t1-mt/model.safetensors \
+    FLAIR=runs/synth-v2-flair-input-mt/model.safetensors \
+    T1w:FLAIR=runs/synth-v2-t1-flair-mt/model.safetensors
