@@ -115,6 +115,14 @@ def write_results(
     return report(name, rows, {"command": command, "suite": suite, "caption": caption})
 
 
+def _error_bar(row: dict | None, metric: str, side: str) -> float:
+    """The distance from a bar's mean to its interval's ``side`` end (0 without an interval:
+    a missing row, metric or interval, as one case has none)."""
+    if row is None or row[metric] is None or row[f"{metric}_{side}"] is None:
+        return 0.0
+    return abs(row[f"{metric}_{side}"] - row[metric])
+
+
 def plot_metric(summary: list[dict], metric: str, name: str, title: str) -> Path:
     """Grouped bars of ``metric`` (mean and bootstrap interval) per task and method, written
     to ``docs/figures/eval_NAME.png``."""
@@ -132,10 +140,8 @@ def plot_metric(summary: list[dict], metric: str, name: str, title: str) -> Path
         rows = {row["task"]: row for row in summary if row["method"] == method}
         values = [rows[t][metric] if t in rows and rows[t][metric] is not None else np.nan
                   for t in tasks]  # fmt: skip
-        low = [v - rows[t][f"{metric}_low"] if t in rows and rows[t][metric] is not None else 0
-               for t, v in zip(tasks, values, strict=True)]  # fmt: skip
-        high = [rows[t][f"{metric}_high"] - v if t in rows and rows[t][metric] is not None else 0
-                for t, v in zip(tasks, values, strict=True)]  # fmt: skip
+        low = [_error_bar(rows.get(t), metric, "low") for t in tasks]
+        high = [_error_bar(rows.get(t), metric, "high") for t in tasks]
         positions = np.arange(len(tasks)) + (index - (len(methods) - 1) / 2) * width
         axes.bar(positions, values, width, yerr=[low, high], label=method, capsize=2)
     axes.set_xticks(np.arange(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)

@@ -66,6 +66,10 @@ def _cell(value: object, column: str) -> str:
     return text.replace("\r", " ").replace("\n", " ").replace("|", r"\|")
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _columns(first: dict) -> list[tuple[str, str | None, str | None]]:
     """``(column, low, high)`` per shown column: ``X, X_low, X_high`` in a row become one."""
     keys = list(first)
@@ -87,7 +91,8 @@ def render_table(rows: list[dict]) -> str:
 
     The columns are the keys of the first row, in order (a key missing from a later row shows as
     "–"). A column ``X`` directly followed by ``X_low`` and ``X_high`` is shown as one column ``X``
-    with cells ``value [low, high]``. Floats get 2 decimals, or 3 in columns whose name contains
+    with cells ``value [low, high]``, or ``value`` alone where both ends are missing (one case: no
+    interval). Floats get 2 decimals, or 3 in columns whose name contains
     "ssim", "dice" or "_r" (correlations); ints are shown as they are; None and NaN as "–";
     strings as they are, with ``|`` escaped.
     """
@@ -102,7 +107,7 @@ def render_table(rows: list[dict]) -> str:
         cells = []
         for name, low, high in columns:
             cell = _cell(row.get(name), name)
-            if low is not None:
+            if low is not None and not (_missing(row.get(low)) and _missing(row.get(high))):
                 cell += f" [{_cell(row.get(low), name)}, {_cell(row.get(high), name)}]"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")

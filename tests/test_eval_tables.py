@@ -21,13 +21,16 @@ ROWS = [
      "ssim": 0.91234, "pearson_r": -0.5, "dice": None},
     {"method": "copy", "n": 12, "psnr": float("nan"), "psnr_low": None, "psnr_high": 1.0,
      "ssim": 1.0, "pearson_r": 0.12345, "dice": 0.5},
+    {"method": "one case", "n": 1, "psnr": 17.8, "psnr_low": None, "psnr_high": None,
+     "ssim": 0.5, "pearson_r": None, "dice": None},
 ]  # fmt: skip
 
 TABLE = (
     "| method | n | psnr | ssim | pearson_r | dice |\n"
     "|---|---|---|---|---|---|\n"
     "| a\\|b | 3 | 30.46 [29.00, 31.99] | 0.912 | -0.500 | – |\n"
-    "| copy | 12 | – [–, 1.00] | 1.000 | 0.123 | 0.500 |"
+    "| copy | 12 | – [–, 1.00] | 1.000 | 0.123 | 0.500 |\n"
+    "| one case | 1 | 17.80 | 0.500 | – | – |"
 )
 
 HEAD = "# Title\r\n\nIntro  with trailing spaces   \n\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tumsyn.evaluate.metrics import contrast_errors, mae, normalise, psnr, ssim, tissue_means
-from tumsyn.evaluate.report import bootstrap_interval
+from tumsyn.evaluate.report import bootstrap_interval, mean_and_interval
 
 
 def two_level_volume() -> np.ndarray:
@@ -121,3 +121,13 @@ def test_bootstrap_interval_of_constant_values_is_a_point() -> None:
     assert bootstrap_interval([4.0, 4.0, 4.0], seed=3) == (4.0, 4.0)
     with pytest.raises(ValueError, match="no values"):
         bootstrap_interval([], seed=0)
+
+
+def test_one_value_or_an_infinite_mean_has_no_interval() -> None:
+    assert mean_and_interval([17.5], seed=0) == (17.5, None, None)
+    assert mean_and_interval([20.0, math.inf], seed=0) == (math.inf, None, None)
+    values = [1.0, 2.0, 4.0]
+    assert mean_and_interval(values, seed=2) == (
+        pytest.approx(7.0 / 3.0),
+        *bootstrap_interval(values, seed=2),
+    )

@@ -27,7 +27,7 @@ import numpy as np
 from tumsyn.data import ImageRecord, index_bids
 from tumsyn.evaluate.derivatives import TISSUE_LABELS, find_subject_maps
 from tumsyn.evaluate.metrics import contrast_errors, eroded, mae, psnr, ssim
-from tumsyn.evaluate.report import bootstrap_interval
+from tumsyn.evaluate.report import mean_and_interval
 from tumsyn.io import Grid, atomic_output
 from tumsyn.simulate.tissues import LESIONS
 
@@ -322,11 +322,7 @@ def summarise(
         for metric in metrics:
             values = [m[metric] for m in members if m[metric] is not None]
             values = [v for v in values if np.isfinite(v)]
-            mean, (low, high) = (
-                (float(np.mean(values)), bootstrap_interval(values, seed=seed))
-                if values
-                else (None, (None, None))
-            )
+            mean, low, high = mean_and_interval(values, seed=seed) if values else (None, None, None)
             entry |= {metric: mean, f"{metric}_low": low, f"{metric}_high": high}
         entry["n"] = len(members)
         summary.append(entry)

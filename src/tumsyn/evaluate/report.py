@@ -3,7 +3,8 @@
 The summary is the paper's: for each metric the mean over images and a bootstrap confidence
 interval, from 100 resamples that each draw 70 % of the rows (rounded, at least one) *with
 replacement* from a ``numpy.random.Generator`` seeded by the caller; the interval is the 2.5th and
-97.5th percentiles of the 100 resampled means. The same seed gives the same interval.
+97.5th percentiles of the 100 resampled means. The same seed gives the same interval. One image
+has no interval (nothing to resample): its summary gives the mean alone.
 
 Pairing: one prediction and one truth file, or two folders whose NIfTI files are paired by their
 BIDS entities (see :func:`pair_folders`). In folder mode each subject's brain mask and GM/WM/CSF
@@ -39,6 +40,7 @@ __all__ = [
     "bootstrap_interval",
     "evaluate",
     "evaluate_pair",
+    "mean_and_interval",
     "pair_folders",
 ]
 
@@ -140,12 +142,10 @@ class EvaluationReport:
         lines = [header]
         for row in self.rows:
             values = row.values()
-            cells = (
-                "-" if values[name] is None else f"{values[name]:.4f}" for name in self.columns
-            )
+            cells = (_number(values[name]) for name in self.columns)
             lines.append((row.pred.name, row.truth.name, *cells))
         for label, key in (("mean", "mean"), ("ci 2.5%", "ci_low"), ("ci 97.5%", "ci_high")):
-            cells = (f"{self.summary[name][key]:.4f}" for name in self.columns)
+            cells = (_number(self.summary[name][key]) for name in self.columns)
             lines.append((label, "", *cells))
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
@@ -154,6 +154,10 @@ class EvaluationReport:
         if self.unevaluated:
             note += f", {len(self.unevaluated)} truths without a prediction"
         return [*text, note]
+
+
+def _number(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _finite_values(values: Mapping[str, float | int | None]) -> dict[str, float | int | None]:
@@ -187,16 +191,25 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def mean_and_interval(
+    values: Sequence[float], *, seed: int
+) -> tuple[float, float | None, float | None]:
+    """The mean of ``values`` and its bootstrap interval (:func:`bootstrap_interval`), or no
+    interval (None) where there is nothing to resample: one value has no spread, and an infinite
+    mean (a PSNR of identical images) no percentiles."""
+    mean = float(np.mean(values))
+    if len(values) < 2 or not math.isfinite(mean):
+        return mean, None, None
+    return (mean, *bootstrap_interval(values, seed=seed))
+
+
 def _summary(rows: Sequence[Row], seed: int) -> dict[str, dict[str, float | int | None]]:
     summary: dict[str, dict[str, float | int | None]] = {}
     for name in (*_METRICS, *_CONTRASTS):
         values = [row.values()[name] for row in rows if row.values()[name] is not None]
         if not values:  # contrast errors of images without tissue maps
             continue
-        mean = float(np.mean(values))  # type: ignore[arg-type]
-        low, high = math.nan, math.nan  # an infinite PSNR (identical images) has no interval
-        if math.isfinite(mean):
-            low, high = bootstrap_interval(values, seed=seed)  # type: ignore[arg-type]
+        mean, low, high = mean_and_interval(values, seed=seed)  # type: ignore[arg-type]
         summary[name] = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
     return summary
 
