@@ -3,8 +3,9 @@
     make icbm-t2    # once: the two templates into data/icbm2009c/
     make icbm-pairs    # this script with the shipped models v2 and v1
     make icbm-pairs ICBM_PAIRS_ARGS='--t2w-te 80'    # the T2w's sidecar at another echo time
+    make icbm-pairs ICBM_PAIRS_ARGS='--age n/a'    # the prompts at another age, or none
     .venv/bin/python benchmarks/exp_icbm_pairs.py [--model NAME=CHECKPOINT ...] [--workdir DIR]
-        [--t2w-te MS] [--erode N]
+        [--t2w-te MS] [--age YEARS|n/a] [--erode N]
 
 Why: the shipped model is judged on real scans that are kept outside the repository, in both
 directions between T1w and T2w among others, against copying and inverting the source. The 2009c
@@ -25,6 +26,10 @@ copying and inverting the source, on whole volumes at 1 mm. Writes
 benchmarks/results/icbm_pairs_own_data*.json. The template's echo time is not published (the 120
 ms is BrainWeb's ICBM late echo); ``--t2w-te MS`` writes the T2w's sidecar with another one, so
 the T2w targets are asked at that echo time (results as icbm_pairs_teMS_own_data*.json).
+``--age`` writes another age into participants.tsv (``n/a``: none, so the prompts carry no age;
+results as icbm_pairs_ageYEARS_own_data*.json or icbm_pairs_agena_own_data*.json): the simulator
+ages anatomy only (atrophy, lesions), which the input already shows, so a model's output should
+hardly depend on it.
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ TASKS = (("T1w", "T2w"), ("T2w", "T1w"))
 COMMAND = "make icbm-pairs"  # this script with the shipped models (Makefile)
 
 
-def write_dataset(root: Path, t2w_te: float = T2_TE) -> Path:
+def write_dataset(root: Path, t2w_te: float = T2_TE, age: str = str(AGE)) -> Path:
     """The BIDS data set of the two brain-extracted templates, their protocols (the T2w's at echo
-    time ``t2w_te``) and tissue maps."""
+    time ``t2w_te``), the subject's ``age`` (``n/a``: none) and tissue maps."""
     protocols = {"T1w": t1w_protocol(), "T2w": t2w_protocol(t2w_te)}
     anat = root / f"sub-{SUBJECT}" / "anat"
     anat.mkdir(parents=True, exist_ok=True)
@@ -71,7 +76,7 @@ def write_dataset(root: Path, t2w_te: float = T2_TE) -> Path:
         "Name": "MNI ICBM152 2009c T1 and T2 templates (real-derived averages)",
         "BIDSVersion": "1.9.0", "DatasetType": "raw",
     })  # fmt: skip
-    (root / "participants.tsv").write_text(f"participant_id\tage\nsub-{SUBJECT}\t{AGE}\n")
+    (root / "participants.tsv").write_text(f"participant_id\tage\nsub-{SUBJECT}\t{age}\n")
     return root
 
 
@@ -79,15 +84,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "eval-icbm")
     parser.add_argument("--t2w-te", type=float, default=T2_TE)
+    parser.add_argument("--age", type=_age, default=str(AGE))
     known, rest = parser.parse_known_args(argv)
-    bids = write_dataset(known.workdir / SUBJECT, known.t2w_te)
+    bids = write_dataset(known.workdir / SUBJECT, known.t2w_te, known.age)
     arguments = [*rest, "--data", str(bids), "--workdir", str(known.workdir)]
-    name, command = "icbm_pairs", COMMAND
+    variant = []  # (name part, argument) of each setting that differs from the default
     if known.t2w_te != T2_TE:  # the template's echo time is not published: how much rests on it
-        name = f"icbm_pairs_te{known.t2w_te:g}"
-        command = f"{COMMAND} ICBM_PAIRS_ARGS='--t2w-te {known.t2w_te:g}'"
+        variant.append((f"te{known.t2w_te:g}", f"--t2w-te {known.t2w_te:g}"))
+    if known.age != str(AGE):
+        variant.append((f"age{known.age.replace('/', '')}", f"--age {known.age}"))
+    name = "_".join(["icbm_pairs", *(part for part, _ in variant)])
+    command = COMMAND
+    if variant:
+        command += f" ICBM_PAIRS_ARGS='{' '.join(argument for _, argument in variant)}'"
     return split_experiment(arguments, split="internal", name=name, doc=__doc__,
                             tasks=TASKS, slices=0, command=command)  # fmt: skip
+
+
+def _age(text: str) -> str:
+    """An age in years for participants.tsv, or ``n/a``."""
+    if text == "n/a":
+        return text
+    try:
+        years = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an age in years or n/a, got {text!r}") from None
+    return f"{years:g}"
 
 
 if __name__ == "__main__":
