@@ -45,7 +45,7 @@ def _simulated(rows: list[dict], sweep: str, ratio: str) -> list[float]:
 
 
 def test_rows_hold_finite_ratios_for_each_value(results: Path) -> None:
-    rows = _rows(results, "controllability")
+    rows = _rows(results, "controllability_bundled")
     assert [(row["sweep"], row["value (ms)"]) for row in rows] == [
         ("T2w TE", 60.0), ("T2w TE", 700.0), ("FLAIR TI", 1500.0), ("FLAIR TI", 3000.0),
     ]  # fmt: skip
@@ -60,7 +60,7 @@ def test_rows_hold_finite_ratios_for_each_value(results: Path) -> None:
 
 
 def test_correlation_rows_name_every_sweep_and_ratio(results: Path) -> None:
-    rows = _rows(results, "controllability_correlation")
+    rows = _rows(results, "controllability_bundled_correlation")
     assert [(row["sweep"], row["ratio"]) for row in rows] == [
         ("T2w TE", "CSF/WM"), ("T2w TE", "GM/WM"), ("FLAIR TI", "CSF/WM"), ("FLAIR TI", "GM/WM"),
     ]  # fmt: skip
@@ -71,7 +71,7 @@ def test_correlation_rows_name_every_sweep_and_ratio(results: Path) -> None:
 
 
 def test_simulated_contrast_follows_the_physics(results: Path) -> None:
-    rows = _rows(results, "controllability")
+    rows = _rows(results, "controllability_bundled")
     short_te, long_te = _simulated(rows, "T2w TE", "CSF/WM")
     assert long_te > 2 * short_te  # CSF's long T2: T2w CSF/WM rises with TE
     early, late = _simulated(rows, "FLAIR TI", "CSF/WM")
@@ -89,7 +89,7 @@ def test_correlation_of_a_proportional_series_is_one(experiment: ModuleType) -> 
 
 
 def test_figure_is_written(experiment: ModuleType, results: Path, tmp_path: Path) -> None:
-    rows = _rows(results, "controllability")
+    rows = _rows(results, "controllability_bundled")
     sweeps = tuple(s for s in experiment.SWEEPS if s.key in ("t2w-te", "flair-ti"))
     coverage = {"timings": {"T2w": {"te": [95.0, 563.0]}, "FLAIR": {"ti": [1750.0, 2500.0]}}}
     path = tmp_path / "controllability.png"
