@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/package_release.py NAME STAGE1 OUT STAGE2
     .venv/bin/python scripts/package_release.py NAME STAGE1 OUT MODALITY=STAGE2 [...] [--fallback M]
-    .venv/bin/python scripts/package_release.py NAME BASE OUT KEY=STAGE2 [...]
+    .venv/bin/python scripts/package_release.py NAME BASE OUT [KEY=STAGE2 ...]
+    ... [--ignore-prompt-fields age,sex]
 
 One stage-2 run makes an ordinary pipeline; several, each named by the input modality its network
 reads (``T1w=runs/synth-v2-t1/model.safetensors``), make a routed one (tumsyn.models.routed), whose
@@ -16,6 +17,11 @@ In place of a stage-1 run, BASE is a routed pipeline to extend (networks fine-tu
 are kept, and the networks named here are added (or replace those of the same key); their targets
 should lie inside the base's coverage, which is kept as it is. scripts/train_release.sh shows the
 release's calls.
+
+``--ignore-prompt-fields`` records prompt fields that synthesis leaves out of every prompt
+(tumsyn.infer.loading.ignored_prompt_fields): fields the training data carry no contrast for, such
+as age and sex for models trained on the simulator, whose tissue relaxation depends on neither.
+A base's record is kept unless the option is given.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 
 from tumsyn.data.volumes import recorded_normalisation
 from tumsyn.infer.coverage import coverage_from_prompts
+from tumsyn.infer.loading import IGNORABLE_PROMPT_FIELDS
 from tumsyn.models import BMLIP, SynthesisPipeline, load_checkpoint, make_pipeline, save_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 from tumsyn.models.routed import RoutedNetwork, make_routed
@@ -43,6 +50,7 @@ class Parts:
     facts: dict = field(default_factory=dict)
     fallback: str | None = None
     coverage: dict | None = None
+    ignored_fields: tuple = ()
     prompts: set = field(default_factory=set)
     input_normalisation: set = field(default_factory=set)
 
@@ -57,7 +65,8 @@ def _start(stage1: str) -> Parts:
         raise SystemExit(f"{stage1}: neither a stage-1 run nor a routed pipeline to extend")
     return Parts(model.text, extra["stage1"], dict(model.synth.networks),
                  dict(extra["stage2"]["networks"]), model.synth.fallback, extra["coverage"],
-                 {recorded_normalisation(extra)})  # fmt: skip
+                 tuple(extra.get("ignored_prompt_fields", ())),
+                 input_normalisation={recorded_normalisation(extra)})  # fmt: skip
 
 
 def _add(parts: Parts, key: str, run: str) -> None:
@@ -69,15 +78,35 @@ def _add(parts: Parts, key: str, run: str) -> None:
     parts.input_normalisation.add(recorded_normalisation(extra))
 
 
+def _field_names(text: str) -> tuple[str, ...]:
+    """``age,sex`` -> ``("age", "sex")``, each a field a model may leave out."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in IGNORABLE_PROMPT_FIELDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown)}: not a prompt field a model may leave out "
+            f"({', '.join(IGNORABLE_PROMPT_FIELDS)})"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("stage1", metavar="STAGE1|BASE")
     parser.add_argument("out")
-    parser.add_argument("stage2", nargs="+", metavar="[KEY=]STAGE2")
+    parser.add_argument("stage2", nargs="*", metavar="[KEY=]STAGE2")
     parser.add_argument("--fallback", metavar="MODALITY")
+    parser.add_argument(
+        "--ignore-prompt-fields", metavar="FIELDS", type=_field_names,
+        help="comma-separated prompt fields that synthesis leaves out (e.g. age,sex)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     parts = _start(args.stage1)
+    if not args.stage2 and not parts.networks:
+        raise SystemExit("give the stage-2 run(s) to package (only a base may be repackaged alone)")
+    if args.ignore_prompt_fields is not None:
+        parts.ignored_fields = args.ignore_prompt_fields
     single = len(args.stage2) == 1 and "=" not in args.stage2[0] and not parts.networks
     if not single and not all("=" in item for item in args.stage2):
         raise SystemExit("name each network of a routed model: KEY=STAGE2 (T1w=..., T1w:FLAIR=...)")
@@ -101,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         "input_normalisation": parts.input_normalisation.pop(),
         "training_data": "simulated only (tumsyn simulate, scripts/train_release.sh)",
     }
+    if parts.ignored_fields:
+        extra["ignored_prompt_fields"] = list(parts.ignored_fields)
     pipeline = make_pipeline(parts.text_encoder, network)
     path = save_checkpoint(args.out, pipeline, extra=extra, dtype=torch.float16)
     print(f"wrote {path}")

@@ -94,5 +94,8 @@ if [ ! -f runs/tumsyn-v2-fi.safetensors ]; then  # the recalibration step learns
         runs/tumsyn-v2-fi.safetensors FLAIR=runs/synth-v2-flair-input/model.safetensors
 fi
 train train configs/synth-v2-t2-t1-mt.yaml runs/synth-v2-t2-t1-mt
+# Age and sex are left out of every prompt: the simulator's tissue relaxation depends on neither,
+# so they carry no contrast in the training data (docs/decisions.md, "Model v2 ignores age and sex").
 .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fi.safetensors \
-    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1-mt/model.safetensors
+    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1-mt/model.safetensors \
+    --ignore-prompt-fields age,sex

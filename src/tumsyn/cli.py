@@ -407,8 +407,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.input_modality is not None:
         canonical_modality(args.input_modality)  # a bad name fails before the model loads
     target = resolve_target(args.prompt, fields=_metadata_flags(args), source=args.input)
-    print(f"prompt: {checked_prompt(target)}")
+    checked_prompt(target)  # a prompt too long fails before the model loads
     synthesizer = Synthesizer.from_checkpoint(args.checkpoint, options=options)
+    print(f"prompt: {checked_prompt(synthesizer.model_target(target))}")
+    _note_left_out(synthesizer, target, "synthesize")
 
     def bar(batches):
         return tqdm(batches, unit="batch", desc="synthesize", disable=args.quiet)
@@ -420,6 +422,15 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
     print(f"wrote {result.output} and {result.sidecar.name}")
     return 0
+
+
+def _note_left_out(synthesizer, target, command: str) -> None:
+    """Say on stderr which of the user's fields the model leaves out of its prompt."""
+    left_out = synthesizer.left_out(target)
+    if left_out:
+        print(f"tumsyn {command}: note: {synthesizer.name} leaves {' and '.join(left_out)} out "
+              "of its prompts (its training data carry no contrast for them; see its model "
+              "card)", file=sys.stderr)  # fmt: skip
 
 
 def add_synthesize_bids(commands: Commands) -> None:

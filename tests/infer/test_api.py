@@ -56,7 +56,8 @@ def test_the_readme_example_runs_as_written(source, tmp_path, monkeypatch) -> No
     assert nib.load("sub-01_FLAIR.nii.gz").shape == (24, 24, 24)
     assert t2.shape == (60, 60, 60) and "TR(ms), TE(ms)" in t2.prompt
     np.testing.assert_allclose(t2.header.get_zooms(), (0.8, 0.8, 0.8), atol=1e-6)
-    assert "(3000.0, 100.0," in t2.prompt and "Age: 70; Gender: F" in pd.prompt
+    assert "(3000.0, 100.0," in t2.prompt and "Modality: PD" in pd.prompt
+    assert re.search(r"\(\d+\.\d+, 30\.0,", pd.prompt), pd.prompt
     assert (
         names["larger"].options.patch_size == 48
         and names["larger"].pipeline is names["synth"].pipeline
@@ -116,6 +117,14 @@ def test_an_untrained_target_comes_with_warnings(synth, source) -> None:
     output = synth(source, "FLAIR", manufacturer="Toshiba")
     assert output.warnings == ("manufacturer Toshiba was not in the training data",)
     assert synth(source, "FLAIR", age=30, sex="F").warnings == ()
+
+
+def test_the_bundled_model_leaves_age_and_sex_out_of_its_prompts(synth, source) -> None:
+    # Its training data carry no contrast for them (README, model card).
+    assert synth.ignored_fields == ("age", "sex")
+    told = synth(source, "T2w", age=70, sex="F")
+    assert told.prompt.startswith("Age: None; Gender: None;") and told.metadata.age == 70
+    assert np.array_equal(np.asarray(told.dataobj), np.asarray(synth(source, "T2w").dataobj))
 
 
 def test_options_name_the_option_the_value_and_what_is_allowed() -> None:

@@ -51,6 +51,23 @@ def test_synthesize_writes_image_and_sidecar(checkpoint: Path, tmp_path: Path, c
     assert sidecar["SynthesisPrompt"].startswith("Age: None; Gender: None; Scanner: 3.0 Siemens")
 
 
+def test_a_model_that_ignores_age_and_sex_says_so(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    extra = {"name": "subject-blind", "ignored_prompt_fields": ["age", "sex"]}
+    pipeline = make_pipeline(build(TEXT), build(TINY_SYNTH_SPEC))
+    checkpoint = save_checkpoint(tmp_path / "blind.safetensors", pipeline, extra=extra)
+    out = tmp_path / "t2.nii.gz"
+    assert main([
+        "synthesize", str(example_t1w()), "-o", str(out), "--modality", "T2w", "--age", "70",
+        "--checkpoint", str(checkpoint), "--voxel-size", "4", "4", "4", "--quiet",
+    ]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    assert "prompt: Age: None; Gender: None; Scanner: 3.0 Siemens; Modality: T2w" in printed.out
+    assert "note: subject-blind leaves age out of its prompts" in printed.err
+    sidecar = json.loads(out.with_name("t2.json").read_text())
+    assert sidecar["SynthesisPrompt"].startswith("Age: None; Gender: None;")
+
+
 def test_bf16_precision_on_the_cpu_stays_close_to_fp32(checkpoint: Path, tmp_path: Path) -> None:
     outputs = {}
     for precision in ("fp32", "bf16"):

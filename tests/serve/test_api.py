@@ -49,6 +49,12 @@ def test_the_page_the_viewer_and_the_model(client) -> None:
     assert model["modalities"]["FLAIR"]["ti"] > 0 and "Siemens" in model["manufacturers"]
 
 
+def test_the_prompt_leaves_out_what_the_model_ignores(client) -> None:
+    assert client.get("/api/model").json()["ignored_fields"] == ["age", "sex"]
+    answer = client.post("/api/prompt", json={"target": {**FLAIR, "age": 70, "sex": "F"}}).json()
+    assert answer["prompt"].startswith("Age: None; Gender: None; Scanner:")
+
+
 def test_the_prompt_follows_the_form_and_tells_coverage(client) -> None:
     answer = client.post("/api/prompt", json={"target": {**FLAIR, "te": 120}}).json()
     assert "Modality: FLAIR" in answer["prompt"] and "(5000.0, 120.0, 1800.0" in answer["prompt"]

@@ -68,6 +68,9 @@ def test_example_preview_synthesis_and_download_in_chromium(server, tmp_path) ->
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
         page.wait_for_function("document.getElementById('prompt').textContent.includes('FLAIR')")
+        # The bundled model ignores age and sex: their inputs are off, with the reason.
+        assert page.is_disabled("#age") and page.is_disabled("#sex")
+        assert "ignores age" in page.get_attribute("#age", "title")
         # A file that is not an image: one line in the page, no source.
         page.set_input_files("#upload", files=[
             {"name": "notes.nii.gz", "mimeType": "application/gzip", "buffer": b"not an image"}

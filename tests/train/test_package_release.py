@@ -7,9 +7,14 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
+from tumsyn import Synthesizer
 from tumsyn.cli import main
+from tumsyn.errors import ConfigError
+from tumsyn.infer.loading import bundled_checkpoint_path, ignored_prompt_fields
 from tumsyn.models import load_checkpoint
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
@@ -53,3 +58,44 @@ def test_a_routed_release_is_extended_by_a_network_tuned_from_it(
     # The specialist answers T1w targets of T2w inputs; other targets keep the T2w network.
     assert after.synth.route("T2w", "T1w") == "T2w:T1w"
     assert after.synth.route("T2w", "FLAIR") == "T2w"
+
+
+def _repackaged(tmp_path: Path, name: str, *options: str) -> Path:
+    """The bundled tumsyn-v2 packaged again (no network added), with ``options``."""
+    out = tmp_path / f"{name}.safetensors"
+    package_release.main([name, str(bundled_checkpoint_path()), str(out), *options])
+    return out
+
+
+def test_a_model_packaged_to_ignore_age_and_sex_answers_every_age_alike(tmp_path) -> None:
+    kept = Synthesizer.from_checkpoint(_repackaged(tmp_path, "kept", "--ignore-prompt-fields="))
+    ignoring = Synthesizer.from_checkpoint(
+        _repackaged(tmp_path, "ignoring", "--ignore-prompt-fields", "age, sex")
+    )
+    assert kept.ignored_fields == () and ignoring.ignored_fields == ("age", "sex")
+    data = np.zeros((20, 20, 20), np.float32)
+    data[4:16, 4:16, 4:16] = np.linspace(50, 150, 12)[:, None, None]
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+
+    def output(synth: Synthesizer, **fields):
+        image = synth(data, "T1w", affine=affine, input_modality="T2w", **fields)
+        return np.asarray(image.dataobj), image
+
+    no_subject, _ = output(kept)
+    assert not np.array_equal(output(kept, age=70, sex="F")[0], no_subject)  # the field matters
+    told, image = output(ignoring, age=70, sex="F")
+    assert np.array_equal(told, no_subject)
+    assert image.prompt.startswith("Age: None; Gender: None;")
+    assert (image.metadata.age, image.metadata.sex) == (70, "F")  # the subject, as asked for
+    assert ignoring.left_out(image.metadata) == ("age", "sex")
+    assert ignoring.left_out(ignoring.target("T1w", voxel_size=(1, 1, 1))) == ()
+
+
+def test_a_field_that_synthesis_needs_cannot_be_ignored(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _repackaged(tmp_path, "bad", "--ignore-prompt-fields", "age,modality")
+    assert exit_info.value.code == 2
+    assert "modality: not a prompt field a model may leave out" in capsys.readouterr().err
+    meta = {"extra": {"ignored_prompt_fields": ["voxel_size"]}, "path": "model.safetensors"}
+    with pytest.raises(ConfigError, match="model.safetensors: records ignored prompt fields"):
+        ignored_prompt_fields(meta)

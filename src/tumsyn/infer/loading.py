@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from importlib import resources
 from pathlib import Path
 
 from tumsyn.errors import ConfigError
+from tumsyn.metadata import ImagingMetadata
 from tumsyn.models.checkpoint import read_checkpoint_metadata
 
 __all__ = [
     "BUNDLED_CHECKPOINT",
     "BUNDLED_CHECKPOINTS",
+    "IGNORABLE_PROMPT_FIELDS",
     "bundled_checkpoint_path",
     "checkpoint_path",
+    "ignored_prompt_fields",
     "model_name",
     "read_pipeline_metadata",
 ]
+
+# The prompt fields a model may be packaged to leave out: every field but the two synthesis needs.
+IGNORABLE_PROMPT_FIELDS = tuple(
+    field.name
+    for field in dataclasses.fields(ImagingMetadata)
+    if field.name not in ("modality", "voxel_size")
+)
 
 # The models shipped inside the package, the default first: model v2 (a network per input
 # modality, README "Model card"), then model v1, kept so that its numbers remain reproducible.
@@ -77,3 +88,24 @@ def pipeline_networks(meta: dict) -> tuple[tuple[str, ...], str | None]:
 def model_name(meta: dict) -> str:
     """The model's recorded name (or its checkpoint's file name), for sidecars and descriptions."""
     return meta["extra"].get("name", Path(meta["path"]).name)
+
+
+def ignored_prompt_fields(meta: dict) -> tuple[str, ...]:
+    """The prompt fields a pipeline was packaged to leave out of every prompt (its
+    ``ignored_prompt_fields``; ``scripts/package_release.py --ignore-prompt-fields``).
+
+    Why a model would: tumsyn's models learn from simulated subjects whose tissue relaxation does
+    not depend on age or sex, so these fields carry no contrast there, and a network that leans on
+    them anyway renders a real scan differently by the age it is told (README, model card).
+
+    Raises:
+        ConfigError: a recorded field that no prompt has, or one that synthesis needs.
+    """
+    fields = tuple(meta["extra"].get("ignored_prompt_fields", ()))
+    unknown = [name for name in fields if name not in IGNORABLE_PROMPT_FIELDS]
+    if unknown:
+        raise ConfigError(
+            f"{meta['path']}: records ignored prompt fields {unknown}; a model may leave out "
+            f"only {', '.join(IGNORABLE_PROMPT_FIELDS)}"
+        )
+    return fields

@@ -13,6 +13,7 @@ serves many images, from several threads at once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from tumsyn.data.volumes import NORMALISERS, recorded_normalisation
 from tumsyn.distributed import environment_world
 from tumsyn.errors import ConfigError, ImageError
 from tumsyn.infer.coverage import coverage_warnings
-from tumsyn.infer.loading import model_name, read_pipeline_metadata
+from tumsyn.infer.loading import ignored_prompt_fields, model_name, read_pipeline_metadata
 from tumsyn.infer.modality_guess import ModalityGuess, guess_input_modality
 from tumsyn.infer.options import SynthesisOptions
 from tumsyn.infer.target import checked_prompt, resolve_target
@@ -47,8 +48,8 @@ class SynthesizedImage(nib.Nifti1Image):
     """A synthesized image (a nibabel ``Nifti1Image``) with what made it.
 
     Attributes:
-        prompt: the prompt the model was given.
-        metadata: the target metadata behind the prompt.
+        prompt: the prompt the model was given (without the fields it ignores).
+        metadata: the target metadata as asked for.
         warnings: sentences on how the target lies outside the model's training data (the output
             is then an extrapolation); empty when it does not.
     """
@@ -62,7 +63,8 @@ class Synthesizer:
     """A loaded synthesis pipeline and its options: ``synth(image, target) -> image``.
 
     Make one with :meth:`from_checkpoint`. The model is on its device and in eval mode; the
-    checkpoint's facts (name, training coverage, input scaling) travel with it.
+    checkpoint's facts (name, training coverage, input scaling, the prompt fields it ignores)
+    travel with it.
 
     Args:
         pipeline: text tower + synthesis network.
@@ -81,6 +83,7 @@ class Synthesizer:
         if options.patch_size is None or options.overlap is None:
             options = options.with_recommendation(meta["extra"].get("patch_settings", {}))
         self.pipeline, self.meta, self.options, self.device = pipeline, meta, options, device
+        self.ignored_fields = ignored_prompt_fields(meta)
 
     @classmethod
     def from_checkpoint(
@@ -135,6 +138,16 @@ class Synthesizer:
             target, fields=fields, source=source, source_voxel_size=source_voxel_size
         )
 
+    def model_target(self, metadata: ImagingMetadata) -> ImagingMetadata:
+        """``metadata`` as the model is told it: without the prompt fields it was packaged to
+        ignore (``ignored_fields``, e.g. age and sex for ``tumsyn-v2``: see
+        :func:`~tumsyn.infer.loading.ignored_prompt_fields`)."""
+        return dataclasses.replace(metadata, **dict.fromkeys(self.ignored_fields))
+
+    def left_out(self, metadata: ImagingMetadata) -> tuple[str, ...]:
+        """The fields ``metadata`` gives that the model leaves out of its prompt."""
+        return tuple(name for name in self.ignored_fields if getattr(metadata, name) is not None)
+
     def __call__(
         self,
         image: ImageLike,
@@ -163,7 +176,8 @@ class Synthesizer:
 
         Returns:
             The synthesized image on the input's field of view in world space, at the target
-            voxel size, with ``prompt``, ``metadata`` and ``warnings``.
+            voxel size, with ``prompt`` (what the model was told: without the fields it
+            ignores), ``metadata`` (the target as asked for) and ``warnings``.
 
         Raises:
             ImageError, InputFileError: an unusable image; MetadataError, PromptTooLongError: an
@@ -209,10 +223,10 @@ class Synthesizer:
         guess = self.modality_guess(volume, input_modality)
         read_as = input_modality if guess is None else guess.modality
         result = self.synthesize_arrays(volume, metadata, progress=progress, input_modality=read_as)
-        prompt = checked_prompt(metadata)
+        told = self.model_target(metadata)
         output = nifti_image(result.data, result.affine, image_class=SynthesizedImage)
-        output.prompt, output.metadata = prompt, metadata
-        coverage = coverage_warnings(metadata, self.meta["extra"].get("coverage", {}))
+        output.prompt, output.metadata = checked_prompt(told), metadata
+        coverage = coverage_warnings(told, self.meta["extra"].get("coverage", {}))
         output.warnings = (*self.input_warnings(input_modality, guess), *coverage)
         return output
 
@@ -259,7 +273,10 @@ class Synthesizer:
         options = self.options
         return synthesize_volume(
             self.predictor(
-                checked_prompt(metadata), encode, input_modality, str(metadata.modality)
+                checked_prompt(self.model_target(metadata)),
+                encode,
+                input_modality,
+                str(metadata.modality),
             ),
             volume,
             metadata.voxel_size,

@@ -117,9 +117,10 @@ def create_app(synthesizer: Synthesizer, workspace: Workspace) -> FastAPI:
         source = workspace.source(request.source) if request.source else None
         metadata = _metadata(synthesizer, request.target, source)
         coverage = synthesizer.meta["extra"].get("coverage", {})
+        told = synthesizer.model_target(metadata)  # without the fields the model ignores
         return {
-            "prompt": checked_prompt(metadata),
-            "warnings": coverage_warnings(metadata, coverage),
+            "prompt": checked_prompt(told),
+            "warnings": coverage_warnings(told, coverage),
         }
 
     @app.post("/api/sources/upload")
@@ -211,6 +212,7 @@ def _model_facts(synthesizer: Synthesizer) -> dict[str, Any]:
         "manufacturers": sorted({p.metadata.manufacturer for p in protocols} - {None}),
         "field_strengths": sorted({p.metadata.field_strength for p in protocols} - {None}),
         "coverage": synthesizer.meta["extra"].get("coverage", {}),
+        "ignored_fields": list(synthesizer.ignored_fields),
     }
 
 

@@ -156,6 +156,10 @@ async function follow(id, item) {
 async function start() {
   state.model = await (await api("/api/model")).json();
   $("model-name").textContent = `model: ${state.model.name}`;
+  for (const field of state.model.ignored_fields) {  // the model leaves these out of its prompts
+    const input = $(field);
+    if (input) { input.disabled = true; input.title = `${state.model.name} ignores ${field} (see its model card)`; }
+  }
   for (const modality of Object.keys(state.model.modalities)) $("modality").append(new Option(modality));
   for (const field of state.model.field_strengths) $("field_strength").append(new Option(`${field}`, `${field}`));
   for (const vendor of state.model.manufacturers) $("manufacturer").append(new Option(vendor));
