@@ -124,8 +124,12 @@ def test_every_subject_and_session_gets_an_output(flair: Made) -> None:
         assert content["Sources"] == [f"bids:raw:{source}"]
         assert content["InversionTime"] == 1.8  # the packaged FLAIR protocol
         assert "Voxel size: (2.0, 2.0, 2.0)" in content["SynthesisPrompt"]
-    assert sidecar(flair.out / FLAIRS[0])["SynthesisPrompt"].startswith("Age: 70; Gender: F;")
-    assert sidecar(flair.out / FLAIRS[2])["SynthesisPrompt"].startswith("Age: 30; Gender: M;")
+    # participants.tsv reaches the sidecar; the bundled model leaves age and sex out of its prompt
+    first, last = sidecar(flair.out / FLAIRS[0]), sidecar(flair.out / FLAIRS[2])
+    assert first["SynthesisPromptLeftOut"] == {"age": 70, "sex": "F"}
+    assert last["SynthesisPromptLeftOut"] == {"age": 30, "sex": "M"}
+    assert first["SynthesisPrompt"].startswith("Age: None; Gender: None;")
+    assert "note: tumsyn-v2 leaves age and sex out of its prompts" in flair.run.err
 
 
 def test_dataset_description(flair: Made) -> None:

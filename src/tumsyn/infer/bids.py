@@ -13,7 +13,9 @@ its own output, except ``ce`` and ``rec``, which describe the source's contrast:
 (``ce-gadolinium`` for T1CE, ``rec-swi`` for SWI) take their place. ``desc-tumsyn`` (the
 derivatives entity for processed data) marks the image as synthesized. The name does not say
 which source suffix an output came from: use one derivatives folder per source and target pair.
-Each sidecar holds the target's metadata, the prompt, the model and the source as a BIDS URI
+Each sidecar holds the target's metadata, the prompt the model was given, the asked values it
+leaves out of that prompt (``SynthesisPromptLeftOut``: ``tumsyn-v2`` ignores the participant's
+age and sex), the model and the source as a BIDS URI
 (``"Sources": ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]``, ``raw`` being a ``DatasetLinks``
 entry of ``dataset_description.json``).
 
@@ -92,6 +94,8 @@ class BidsSummary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     warnings: Counter = field(default_factory=Counter)  # coverage warning -> number of outputs
+    left_out: Counter = field(default_factory=Counter)  # field the model ignores -> outputs
+    model: str = ""
     rank: int = 0
     world_size: int = 1
 
@@ -276,7 +280,9 @@ def synthesize_bids(
         _write_description(out / "dataset_description.json", description, overwrite=overwrite)
 
     mine = jobs[world.rank :: world.size]
-    summary = BidsSummary(jobs=len(mine), rank=world.rank, world_size=world.size)
+    summary = BidsSummary(
+        jobs=len(mine), rank=world.rank, world_size=world.size, model=model_name(meta)
+    )
     device_options = options.replace(device=str(world.device))
     # Loaded at the first output to make, so a rerun with everything done loads nothing.
     load = functools.cache(lambda: Synthesizer.from_checkpoint(checkpoint, options=device_options))
@@ -348,3 +354,4 @@ def _run_job(
     else:
         summary.written.append(result.output)
         summary.warnings.update(result.warnings)
+        summary.left_out.update(synthesizer.left_out(result.image.metadata))

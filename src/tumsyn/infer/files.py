@@ -117,6 +117,7 @@ def synthesize_file(
     content = {
         **sidecar_from_metadata(image.metadata),
         "SynthesisPrompt": image.prompt,
+        "SynthesisPromptLeftOut": _left_out_values(synthesizer, image.metadata),
         "SynthesisSource": Path(source).name,
         "SynthesisModel": synthesizer.name,
         "GeneratedBy": [{"Name": "tumsyn", "Version": _version()}],
@@ -125,6 +126,12 @@ def synthesize_file(
     }
     sidecar = save_json(sidecar_path(output), content)
     return SynthesizedFile(output, sidecar, image)
+
+
+def _left_out_values(synthesizer: Synthesizer, metadata) -> dict[str, Any]:
+    """The asked-for values that the model leaves out of its prompt (e.g. the participant's age
+    and sex for ``tumsyn-v2``), so that the sidecar still records what was asked."""
+    return {name: getattr(metadata, name) for name in synthesizer.left_out(metadata)}
 
 
 def _version() -> str:
