@@ -483,9 +483,10 @@ def cmd_synthesize_bids(args: argparse.Namespace) -> int:
         print(f"tumsyn synthesize-bids: warning: {rank}{warning}: the output is an extrapolation "
               f"({count} images)", file=sys.stderr)  # fmt: skip
     if summary.left_out:
-        print(f"tumsyn synthesize-bids: note: {rank}{summary.model} leaves "
-              f"{' and '.join(summary.left_out)} out of its prompts (see its model card); the "
-              "sidecars' SynthesisPromptLeftOut keep the asked values", file=sys.stderr)  # fmt: skip
+        fields = " and ".join(summary.left_out)
+        print(f"tumsyn synthesize-bids: note: {rank}{summary.model} leaves {fields} out of its "
+              "prompts (see its model card); the sidecars' SynthesisPromptLeftOut keep the asked "
+              "values", file=sys.stderr)  # fmt: skip
     for _, message in summary.failed:
         print(f"tumsyn synthesize-bids: failed: {rank}{message}", file=sys.stderr)
     written, skipped, failed = len(summary.written), len(summary.skipped), len(summary.failed)
