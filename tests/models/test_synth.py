@@ -181,6 +181,22 @@ def test_voxel_fusion_ignores_masked_tokens_and_uses_real_ones() -> None:
         assert not torch.allclose(fusion(x, changed_real, mask), reference)
 
 
+def test_voxel_fusion_of_a_batch_equals_each_prompt_alone() -> None:
+    """Prompts of different lengths in one batch (the padding no prompt uses is dropped) give
+    each image what it gets on its own, with its own padding."""
+    torch.manual_seed(4)
+    fusion = ModulatedVoxelFusion(dim=16, text_dim=8, heads=2).eval()
+    torch.nn.init.normal_(fusion.to_scale_shift.weight, std=0.2)
+    x, tokens = torch.randn(2, 16, 3, 4, 5), torch.randn(2, 6, 8)
+    mask = torch.tensor([[True, True, False, False, False, False], [True] * 4 + [False] * 2])
+    with torch.no_grad():
+        batch = fusion(x, tokens, mask)
+        for n in range(2):
+            alone = fusion(x[n : n + 1], tokens[n : n + 1], mask[n : n + 1])
+            torch.testing.assert_close(batch[n : n + 1], alone)
+        assert batch.shape == x.shape and torch.isfinite(batch).all()
+
+
 def test_summary_token_is_each_prompts_last_real_token() -> None:
     tokens = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
     mask = torch.tensor([[True, True, True, False], [True, True, True, True]])

@@ -46,6 +46,10 @@ class GatedFeedForward(nn.Module):
     768 -> 3072 on a 64^3 patch), so a large input is processed in slabs along depth of about
     ``slab_bytes`` of hidden activations, each with a one-voxel halo. ``project_in`` has no bias,
     so zero input padding is the depth-wise convolution's zero padding: the result is the same.
+
+    It runs in the input's memory order; in channels-last order (the voxel fusions') PyTorch's
+    CPU depth-wise 3-D convolution is about 5x faster and its 1x1 convolutions about 2x
+    (tumsyn-tiny-film's 96 channels on 4 x 32^3 voxels: 106 against 20 ms, 40 against 17).
     """
 
     slab_bytes = 2**28
@@ -174,15 +178,35 @@ class _VoxelCrossAttentionBlock(nn.Module):
         self.heads = heads
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None):
+        """Attention runs on voxels as rows ``(B, N, C)``: the 1x1 convolutions are matrix
+        products there and the result returns in channels-last order, which the feed-forward
+        block wants (see :class:`GatedFeedForward`)."""
         b, c, *spatial = x.shape
         head_dim = c // self.heads
-        q = self.to_q(self.norm_attention(x)).reshape(b, self.heads, head_dim, -1).transpose(2, 3)
+        tokens, mask = _trim_padding(tokens, mask)
+        voxels = self.norm_attention(x).movedim(1, -1).reshape(b, -1, c)
+        q = _pointwise(self.to_q, voxels).view(b, -1, self.heads, head_dim).transpose(1, 2)
         k = self.to_k(tokens).reshape(b, -1, self.heads, head_dim).transpose(1, 2)
         v = self.to_v(tokens).reshape(b, -1, self.heads, head_dim).transpose(1, 2)
         attention_mask = None if mask is None else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
-        x = x + self.to_out(out.transpose(2, 3).reshape(b, c, *spatial))
+        out = _pointwise(self.to_out, out.transpose(1, 2).reshape(b, -1, c))
+        x = x + out.view(b, *spatial, c).movedim(-1, 1)
         return x + self.feed_forward(self.norm_feed_forward(x))
+
+
+def _pointwise(conv: nn.Conv3d, rows: torch.Tensor) -> torch.Tensor:
+    """A 1x1x1 convolution applied to feature rows ``(..., C_in) -> (..., C_out)``."""
+    return F.linear(rows, conv.weight.flatten(1), conv.bias)
+
+
+def _trim_padding(tokens: torch.Tensor, mask: torch.Tensor | None):
+    """Drop the padding positions that no prompt of the batch uses: masked keys get no weight,
+    so the attention is the same, and a prompt's real tokens are a fraction of the context."""
+    if mask is None or mask.all():
+        return tokens, mask
+    used = int(mask.any(dim=0).nonzero().max()) + 1 if mask.any() else 1
+    return tokens[:, :used], mask[:, :used]
 
 
 class VoxelCrossAttentionFusion(nn.Module):
@@ -214,6 +238,9 @@ class VoxelCrossAttentionFusion(nn.Module):
         self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         tokens = text[:, None, :] if text.ndim == 2 else text
+        # Channels-last order: the attention reads voxels as rows without a copy, and the
+        # feed-forward block is faster in it (see GatedFeedForward); the result is the same.
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         for block in self.blocks:
             x = block(x, tokens, text_mask)
         return x
