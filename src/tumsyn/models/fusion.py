@@ -48,8 +48,7 @@ class GatedFeedForward(nn.Module):
     so zero input padding is the depth-wise convolution's zero padding: the result is the same.
 
     It runs in the input's memory order; in channels-last order (the voxel fusions') PyTorch's
-    CPU depth-wise 3-D convolution is about 5x faster and its 1x1 convolutions about 2x
-    (tumsyn-tiny-film's 96 channels on 4 x 32^3 voxels: 106 against 20 ms, 40 against 17).
+    CPU depth-wise 3-D convolution is several times faster (docs/decisions.md).
     """
 
     slab_bytes = 2**28
