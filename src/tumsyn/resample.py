@@ -50,11 +50,13 @@ def sample_at(volumes: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return values[0] if single else values
 
 
-def grid_positions(source: Grid, target: Grid) -> np.ndarray:
-    """Voxel coordinates in ``source`` of every voxel centre of ``target``, ``(3, *shape)``."""
+def grid_positions(source: Grid, target: Grid, rows: slice = slice(None)) -> np.ndarray:
+    """Voxel coordinates in ``source`` of every voxel centre of ``target``, ``(3, *shape)``;
+    with ``rows``, only those indices along the target's first axis."""
     mapping = np.linalg.solve(source.affine, target.affine)  # target voxel -> source voxel
     axes = [np.arange(n, dtype=np.float32) for n in target.shape]
-    positions = np.empty((3, *target.shape), dtype=np.float32)
+    axes[0] = axes[0][rows]
+    positions = np.empty((3, *(len(a) for a in axes)), dtype=np.float32)
     for row in range(3):
         m = mapping[row].astype(np.float32)
         positions[row] = (
@@ -65,11 +67,25 @@ def grid_positions(source: Grid, target: Grid) -> np.ndarray:
     return positions
 
 
+#: Target voxels resampled in one pass: the coordinate arrays of a pass take about 28 bytes a
+#: voxel (positions, grid_sample's grid and temporaries), so a 0.5 mm whole-brain output (58 M
+#: voxels) would need 1.6 GB at once; in slabs of this size, under 0.5 GB.
+SLAB_VOXELS = 2**24
+
+
 def resample(volumes: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
-    """Trilinear resampling of ``volumes`` (on ``source``) onto the ``target`` grid.
+    """Trilinear resampling of ``volumes`` (on ``source``) onto the ``target`` grid, in slabs
+    along the target's first axis of at most :data:`SLAB_VOXELS` voxels (same values).
 
     Identical grids return a float32 copy untouched by interpolation.
     """
     if tuple(source.shape) == tuple(target.shape) and np.allclose(source.affine, target.affine):
         return np.array(volumes, dtype=np.float32)
-    return sample_at(volumes, grid_positions(source, target))
+    shape = tuple(target.shape)
+    channels = () if volumes.ndim == 3 else volumes.shape[:1]
+    result = np.empty((*channels, *shape), dtype=np.float32)
+    step = max(1, SLAB_VOXELS // int(np.prod(shape[1:])))
+    for start in range(0, shape[0], step):
+        rows = slice(start, min(start + step, shape[0]))
+        result[..., rows, :, :] = sample_at(volumes, grid_positions(source, target, rows))
+    return result

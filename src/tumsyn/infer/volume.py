@@ -151,10 +151,9 @@ def synthesize_volume(
     step = np.asarray(output_grid.voxel_size) / np.asarray(input_grid.voxel_size)
     offset = np.linalg.solve(input_grid.affine, output_grid.affine)[:3, 3]
     p = patch_size
-    output = np.zeros(output_grid.shape, dtype=np.float32)
     inside = np.argwhere(source > foreground_threshold)
     if not len(inside):
-        return Volume(output, output_grid.affine)
+        return Volume(np.zeros(output_grid.shape, dtype=np.float32), output_grid.affine)
     # Only the bounding box of the foreground is cut into patches (padded to at least a patch),
     # with ``overlap`` voxels of background around it: the network saw background *inside* its
     # training patches, and a patch's own edge (zero padding after every layer) is not the same.
@@ -178,7 +177,7 @@ def synthesize_volume(
         if patch.max() <= foreground_threshold:
             continue
         axes = [
-            _targets_in_span(span, int(start + low[a]), p, offset[a], step[a], output.shape[a])
+            _targets_in_span(span, int(start + low[a]), p, offset[a], step[a], output_grid.shape[a])
             for a, (span, start) in enumerate(((si, i), (sj, j), (sk, k)))
         ]
         if plane is not None:
@@ -191,10 +190,15 @@ def synthesize_volume(
     cell_size = (2.0 * step / p).astype(np.float32)
     for group in iterator:
         _run_group(predict, group, cell_size, numerator, weights, device)
+    # In place from here on: at 0.5 mm output each whole-grid array is a quarter of a gigabyte.
+    output = numerator  # zero wherever no patch reached, as the division leaves it there
     np.divide(numerator, weights, out=output, where=weights > 0)
-    foreground = resample((volume.data != 0).astype(np.float32), input_grid, output_grid) > 0.5
+    del weights
+    background = resample((volume.data != 0).astype(np.float32), input_grid, output_grid) <= 0.5
     top = float(np.percentile(volume.data[volume.data != 0], 99.5)) if volume.data.any() else 1.0
-    output = np.where(foreground, np.clip(output, 0.0, None) * top, 0.0).astype(np.float32)
+    np.clip(output, 0.0, None, out=output)
+    output *= np.float32(top)
+    output[background] = 0.0
     return Volume(output, output_grid.affine)
 
 
