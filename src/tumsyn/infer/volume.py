@@ -191,11 +191,11 @@ def synthesize_volume(
     for group in iterator:
         _run_group(predict, group, cell_size, numerator, weights, device)
     # In place from here on: at 0.5 mm output each whole-grid array is a quarter of a gigabyte.
-    output = numerator  # zero wherever no patch reached, as the division leaves it there
-    np.divide(numerator, weights, out=output, where=weights > 0)
+    np.divide(numerator, weights, out=numerator, where=weights > 0)  # 0 where no patch reached
+    output, nonzero = numerator, volume.data != 0
     del weights
-    background = resample((volume.data != 0).astype(np.float32), input_grid, output_grid) <= 0.5
-    top = float(np.percentile(volume.data[volume.data != 0], 99.5)) if volume.data.any() else 1.0
+    background = resample(nonzero.astype(np.float32), input_grid, output_grid) <= 0.5
+    top = float(np.percentile(volume.data[nonzero], 99.5)) if nonzero.any() else 1.0
     np.clip(output, 0.0, None, out=output)
     output *= np.float32(top)
     output[background] = 0.0
