@@ -4,7 +4,7 @@ import numpy as np
 
 from tumsyn.simulate import Anatomy, make_subject
 from tumsyn.simulate.anatomy import draw_anatomy
-from tumsyn.simulate.template import load_template
+from tumsyn.simulate.template import brain_depth, load_template
 from tumsyn.simulate.tissues import TISSUES
 
 
@@ -16,6 +16,18 @@ def test_template_fractions_are_a_partition_of_the_brain() -> None:
     # About 1.9 l of brain and CSF in the MNI152 template, about 0.2 l of it CSF.
     assert 1.7e6 < brain.sum() < 2.1e6
     assert 0.1 < template.csf.sum() / brain.sum() < 0.2
+    assert template.dura.min() >= 0 and (template.dura <= template.brain + 1e-6).all()
+
+
+def test_dura_is_the_dark_rim_of_the_real_t1() -> None:
+    """The dura the real T1 shows is a rim of some ten to thirty millilitres at the mask's edge,
+    and where it is the real T1 is darker than in the ventricles' CSF."""
+    template = load_template()
+    assert 10_000 < template.dura.sum() < 30_000
+    mostly = template.dura > 0.5
+    assert np.median(brain_depth()[mostly]) <= 2.0
+    ventricles = (template.csf > 0.95) & (brain_depth() > 12)
+    assert template.t1[mostly].mean() < 0.8 * np.median(template.t1[ventricles])
 
 
 def test_same_seed_same_subject_bit_for_bit(young_subject: Anatomy) -> None:

@@ -14,6 +14,7 @@ from tumsyn.simulate.contrast import (
     contrast_problems,
     contrast_ranges,
     pure_tissue_ratios,
+    tissue_signals,
 )
 
 DEFAULTS = [
@@ -75,3 +76,16 @@ def test_rendered_images_keep_grey_matter_brighter(modality: str) -> None:
     grid = Grid(image.shape, affine)
     pure = {t: acquire(subject.fraction(t), subject.grid, grid) > 0.95 for t in ("GM", "WM")}
     assert image[pure["GM"]].mean() > image[pure["WM"]].mean()
+
+
+@pytest.mark.parametrize("metadata", LIBRARY)
+def test_the_dura_is_darker_than_brain_tissue_without_contrast_agent(
+    metadata: ImagingMetadata,
+) -> None:
+    """Brain-extracted real scans keep a dark rim of meninges; after gadolinium it enhances."""
+    signals = tissue_signals(metadata)
+    if metadata.modality == "T1CE":
+        before = tissue_signals(metadata.replace(modality="T1w"))
+        assert signals["DURA"] > 1.5 * before["DURA"]
+    else:
+        assert signals["DURA"] < 0.5 * min(signals["GM"], signals["WM"])

@@ -23,6 +23,7 @@ from tumsyn.metadata import (
     sidecar_path,
 )
 from tumsyn.simulate import CohortSettings, cohort_subject, simulate_dataset
+from tumsyn.simulate.tissues import TISSUES
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATOR = ROOT / ".venv/bids-validator/node_modules/bids-validator/bin/bids-validator"
@@ -62,7 +63,7 @@ def test_layout_and_names(dataset: Path) -> None:
     assert json.loads((derivatives / "dataset_description.json").read_text())["DatasetType"] == (
         "derivative"
     )
-    assert len(list(derivatives.glob("sub-*/anat/*_probseg.nii.gz"))) == 2 * 6
+    assert len(list(derivatives.glob("sub-*/anat/*_probseg.nii.gz"))) == 2 * len(TISSUES)
 
 
 def test_sidecars_give_back_the_protocols(dataset: Path) -> None:

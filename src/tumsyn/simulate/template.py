@@ -3,7 +3,8 @@
 nilearn ships the ICBM 2009a nonlinear symmetric T1 template (brain-extracted) and its grey- and
 white-matter probability maps, 1 mm, as uint8 (0-255). It does not ship a CSF map or a brain mask,
 so both are derived here: the brain mask is where the brain-extracted T1 is non-zero (holes filled),
-and CSF is what the mask holds beyond grey and white matter (sulci, ventricles, cisterns).
+and what the mask holds beyond grey and white matter is CSF (sulci, ventricles, cisterns) or, where
+the real T1 is darker than CSF can make it, dura (:func:`_dura_share`).
 
 Licence: the ICBM 2009 templates are copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging
 Centre, Montreal Neurological Institute, McGill University, distributed with permission to use,
@@ -35,19 +36,20 @@ _MARGIN = 6
 class Template:
     """Tissue fractions of the template brain, cropped to the brain with a margin.
 
-    ``gm``, ``wm``, ``csf`` are float32 fractions that add up to ``brain`` (1 inside the brain,
-    0 outside); ``t1`` is the real T1-weighted template intensity (for calibration).
+    ``gm``, ``wm``, ``csf``, ``dura`` are float32 fractions that add up to ``brain`` (1 inside the
+    brain mask, 0 outside); ``t1`` is the real T1-weighted template intensity (for calibration).
     """
 
     grid: Grid
     gm: np.ndarray
     wm: np.ndarray
     csf: np.ndarray
+    dura: np.ndarray
     t1: np.ndarray
 
     @property
     def brain(self) -> np.ndarray:
-        return self.gm + self.wm + self.csf
+        return self.gm + self.wm + self.csf + self.dura
 
 
 def template_path(kind: str) -> Path:
@@ -66,6 +68,30 @@ def _read(kind: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj, dtype=np.float32), np.asarray(image.affine, dtype=np.float64)
 
 
+# The real T1's level (0-255 scale) of a voxel wholly of dura and the bone it borders: the darkest
+# percent of the voxels the tissue maps call CSF, well below the ventricles' CSF (about 69).
+_DURA_T1 = 30.0
+
+
+def _dura_share(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray) -> np.ndarray:
+    """The part of each voxel's non-brain fraction that is dura (and bone) rather than CSF.
+
+    Why: the template's tissue maps hold only grey and white matter, so everything else in the
+    brain mask was CSF, and a T2w rendered it bright up to the mask's edge. In the real T1, about
+    20 ml of those voxels (a rim one or two voxels deep, where the skull strip kept meninges) are
+    darker than CSF can be: the signal of a low-water, short-T2 tissue. A voxel's share is how
+    far its T1 falls below what its grey, white and CSF fractions would give (linear unmixing
+    against pure tissue levels), as a fraction of the gap between CSF and dura, in voxels at
+    least a fifth CSF."""
+    brain = (gm + wm + csf) > 0.5
+    level = {name: float(np.mean(t1[brain & (m > 0.95)])) for name, m in (("gm", gm), ("wm", wm))}
+    deep_csf = (csf > 0.95) & (ndimage.distance_transform_edt(brain) > 12)
+    level["csf"] = float(np.median(t1[deep_csf]))
+    expected = gm * level["gm"] + wm * level["wm"] + csf * level["csf"]
+    gap = np.maximum(csf * (level["csf"] - _DURA_T1), 1e-6)
+    return np.where(csf > 0.2, np.clip((expected - t1) / gap, 0.0, 1.0), 0.0)
+
+
 @functools.cache
 def load_template() -> Template:
     """The template, read once per process."""
@@ -78,7 +104,9 @@ def load_template() -> Template:
     over = tissue > 1.0  # rounding of the uint8 maps
     gm = np.where(over, gm / np.maximum(tissue, 1e-6), gm)
     wm = np.where(over, wm / np.maximum(tissue, 1e-6), wm)
-    csf = np.where(mask, 1.0 - gm - wm, 0.0)
+    rest = np.where(mask, 1.0 - gm - wm, 0.0)
+    dura = rest * _dura_share(t1, gm, wm, rest)
+    csf = rest - dura
 
     found = np.argwhere(mask)
     low = np.maximum(found.min(axis=0) - _MARGIN, 0)
@@ -87,7 +115,7 @@ def load_template() -> Template:
     shift = np.eye(4)
     shift[:3, 3] = low
     grid = Grid(tuple(int(b - a) for a, b in zip(low, high, strict=True)), affine @ shift)  # type: ignore[arg-type]
-    maps = [np.ascontiguousarray(m[crop], dtype=np.float32) for m in (gm, wm, csf, t1)]
+    maps = [np.ascontiguousarray(m[crop], dtype=np.float32) for m in (gm, wm, csf, dura, t1)]
     return Template(grid, *maps)
 
 

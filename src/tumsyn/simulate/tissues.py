@@ -43,6 +43,14 @@ jitter covers the spread between studies and subjects):
   0.27 ppm cgs of Spees WM et al., Magn Reson Med 45:533-542, 2001), about 0.45 ppm, as QSM
   measures in veins. Water content 0.87 (Herscovitch P, Raichle ME, J Cereb Blood Flow Metab
   5:65-69, 1985). The agent circulates in blood, so veins carry ``gadolinium_mm`` too.
+- Dura (class ``DURA``: the meninges and the bone they border, left inside the brain mask by the
+  skull strip, about 20 ml at the mask's rim; ``template.py``): an effective tissue, not a
+  measured one. Dense collagen has little mobile water and short T2 (tendon and ligament a few to
+  tens of ms; cortical bone below 1 ms), so the class takes water content 0.25, T2 25 ms and T2*
+  15 ms at every field, and a T1 near grey matter's; with these a 1.5 T gradient echo renders it
+  at about 0.2 of grey matter, where the real 2009a T1 template has its darkest rim
+  (``_DURA_T1``). Collagen saturates strongly under magnetisation transfer (taken as white
+  matter's), and the dura enhances after gadolinium (it takes ``gadolinium_mm`` like veins).
 - Gadolinium relaxivity in plasma (per mM per s): Rohrer M et al., "Comparison of magnetic
   properties of MRI contrast media solutions at different magnetic field strengths", Invest Radiol
   40:715-724 (2005): gadopentetate r1 4.1 (1.5 T), 3.7 (3 T); r1 at 7 T taken as 3.5.
@@ -72,7 +80,7 @@ __all__ = [
 ]
 
 #: Tissue classes of a virtual subject, in the order of its probability maps.
-TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH", "VEIN")
+TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH", "VEIN", "DURA")
 #: The pathological ones: white-matter hyperintensities and enhancing lesions.
 LESIONS: tuple[str, ...] = ("WMH", "ENH")
 
@@ -89,13 +97,30 @@ _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
     # An enhancing lesion before contrast: oedematous, long T1 and T2.
     "ENH": {"t1": (1400, 2100, 2450), "t2": (130, 125, 85), "t2star": (100, 80, 40)},
     "VEIN": {"t1": (1440, 1649, 2300), "t2": (100, 55, 20), "t2star": (50, 25, 9)},
+    "DURA": {"t1": (1000, 1300, 1700), "t2": (25, 25, 25), "t2star": (15, 15, 15)},
 }
-_PROTON_DENSITY = {"GM": 0.80, "WM": 0.69, "CSF": 1.0, "WMH": 0.85, "ENH": 0.88, "VEIN": 0.87}
+_PROTON_DENSITY = {
+    "GM": 0.80,
+    "WM": 0.69,
+    "CSF": 1.0,
+    "WMH": 0.85,
+    "ENH": 0.88,
+    "VEIN": 0.87,
+    "DURA": 0.25,
+}
 # Fraction of the water held between myelin layers, with its own short T2 (MYELIN_WATER_T2): it
 # is seen at short echo times and gone at long ones, which darkens white matter on T2w and FLAIR
 # more than its single-T2 decay says (MacKay A et al., Magn Reson Med 31:673-677, 1994: about
 # 10-15 % in white matter, a few % in grey matter; lesions lose myelin).
-_MYELIN_WATER = {"GM": 0.03, "WM": 0.12, "CSF": 0.0, "WMH": 0.05, "ENH": 0.03, "VEIN": 0.0}
+_MYELIN_WATER = {
+    "GM": 0.03,
+    "WM": 0.12,
+    "CSF": 0.0,
+    "WMH": 0.05,
+    "ENH": 0.03,
+    "VEIN": 0.0,
+    "DURA": 0.0,
+}
 MYELIN_WATER_T2 = 15.0  # ms
 # How much signal a train of saturating pulses takes from a tissue through magnetisation transfer,
 # relative to white matter: the ratio of its magnetisation transfer ratio (MTR) to white matter's.
@@ -105,8 +130,24 @@ MYELIN_WATER_T2 = 15.0  # ms
 # at 1.5 T (https://acnpsearch.tweb-dev.unibo.it/singlejournalindex/12718615), hence 0.78.
 # Lesions: about half of white matter's, within the MTRs reported for demyelinated and oedematous
 # lesions.
-_MT_SATURATION = {"GM": 0.78, "WM": 1.0, "CSF": 0.0, "WMH": 0.53, "ENH": 0.4, "VEIN": 0.0}
-_SUSCEPTIBILITY_PPM = {"GM": 0.01, "WM": -0.03, "CSF": 0.0, "WMH": -0.01, "ENH": 0.02, "VEIN": 0.45}
+_MT_SATURATION = {
+    "GM": 0.78,
+    "WM": 1.0,
+    "CSF": 0.0,
+    "WMH": 0.53,
+    "ENH": 0.4,
+    "VEIN": 0.0,
+    "DURA": 1.0,
+}
+_SUSCEPTIBILITY_PPM = {
+    "GM": 0.01,
+    "WM": -0.03,
+    "CSF": 0.0,
+    "WMH": -0.01,
+    "ENH": 0.02,
+    "VEIN": 0.45,
+    "DURA": 0.0,
+}
 _R1_GADOLINIUM = (4.1, 3.7, 3.5)  # per mM per s
 _R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
 
@@ -172,8 +213,8 @@ def tissue_properties(
         field_strength: B0 in tesla, within :data:`FIELD_RANGE`.
         jitter: multiplicative factors per property (``t1``, ``t2``, ``t2star``, ``pd``), each an
             array with one value per tissue class, from :func:`draw_jitter`.
-        gadolinium_mm: contrast agent concentration in enhancing lesions (class ``ENH``) and
-            venous blood (``VEIN``).
+        gadolinium_mm: contrast agent concentration in enhancing lesions (class ``ENH``), venous
+            blood (``VEIN``) and dura (``DURA``).
     """
     field_strength = _check_field(field_strength)
     values = {
@@ -184,7 +225,7 @@ def tissue_properties(
     if jitter is not None:
         values = {name: value * jitter[name] for name, value in values.items()}
     gadolinium = np.zeros(len(TISSUES))
-    gadolinium[[TISSUES.index("ENH"), TISSUES.index("VEIN")]] = gadolinium_mm
+    gadolinium[[TISSUES.index(t) for t in ("ENH", "VEIN", "DURA")]] = gadolinium_mm
     return TissueProperties(
         pd=values["pd"],
         t1=values["t1"],
