@@ -35,13 +35,18 @@
 #    (configs/synth-v2-flair-input.yaml), added to it: runs/tumsyn-v2-fi.safetensors;
 # 9. after incidental magnetisation transfer came to saturate grey matter by its measured MTR
 #    (docs/calibration.md), its T1w specialist for T2w inputs fine-tuned 300 steps on the
-#    recalibrated simulator (configs/synth-v2-t2-t1-mt.yaml), put in its place: the shipped
-#    checkpoint (the same fine-tune of the other five networks was measured and not kept:
+#    recalibrated simulator (configs/synth-v2-t2-t1-mt.yaml), put in its place, with age and sex
+#    left out of its prompts: runs/tumsyn-v2-mt.safetensors (the same fine-tune of the other five
+#    networks was measured and not kept: docs/decisions.md);
+# 10. after the simulator came to render the dura that skull strips leave at the brain mask's rim
+#    (class DURA, tissues.py), that file's T1w network and its T1w specialist for T2w inputs
+#    fine-tuned on it (configs/synth-v2-t1-dura.yaml, -t2-t1-dura.yaml), put in their places:
+#    the shipped checkpoint (the same fine-tune of the PD network was measured and not kept:
 #    docs/decisions.md).
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
 # runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/,
-# runs/synth-v2-flair-input/, runs/synth-v2-t2-t1-mt/
-# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-{base,fn,gamma,fi}.safetensors and
+# runs/synth-v2-flair-input/, runs/synth-v2-t2-t1-mt/, runs/synth-v2-{t1,t2-t1}-dura/
+# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-{base,fn,gamma,fi,mt}.safetensors and
 # runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
@@ -96,6 +101,13 @@ fi
 train train configs/synth-v2-t2-t1-mt.yaml runs/synth-v2-t2-t1-mt
 # Age and sex are left out of every prompt: the simulator's tissue relaxation depends on neither,
 # so they carry no contrast in the training data (docs/decisions.md, "Model v2 ignores age and sex").
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fi.safetensors \
-    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1-mt/model.safetensors \
-    --ignore-prompt-fields age,sex
+if [ ! -f runs/tumsyn-v2-mt.safetensors ]; then  # the dura step below learns from this file
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-fi.safetensors \
+        runs/tumsyn-v2-mt.safetensors T2w:T1w=runs/synth-v2-t2-t1-mt/model.safetensors \
+        --ignore-prompt-fields age,sex
+fi
+train train configs/synth-v2-t1-dura.yaml runs/synth-v2-t1-dura
+train train configs/synth-v2-t2-t1-dura.yaml runs/synth-v2-t2-t1-dura
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-mt.safetensors \
+    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-dura/model.safetensors \
+    T2w:T1w=runs/synth-v2-t2-t1-dura/model.safetensors
