@@ -71,6 +71,8 @@ def _read(kind: str) -> tuple[np.ndarray, np.ndarray]:
 # The real T1's level (0-255 scale) of a voxel wholly of dura and the bone it borders: the darkest
 # percent of the voxels the tissue maps call CSF, well below the ventricles' CSF (about 69).
 _DURA_T1 = 30.0
+# How deep below the mask's edge (mm) the skull strip's rim of meninges reaches.
+_DURA_DEPTH_MM = 3.0
 
 
 def _dura_share(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray) -> np.ndarray:
@@ -78,18 +80,21 @@ def _dura_share(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray)
 
     Why: the template's tissue maps hold only grey and white matter, so everything else in the
     brain mask was CSF, and a T2w rendered it bright up to the mask's edge. In the real T1, about
-    20 ml of those voxels (a rim one or two voxels deep, where the skull strip kept meninges) are
+    10 ml of those voxels (a rim one or two voxels deep, where the skull strip kept meninges) are
     darker than CSF can be: the signal of a low-water, short-T2 tissue. A voxel's share is how
     far its T1 falls below what its grey, white and CSF fractions would give (linear unmixing
     against pure tissue levels), as a fraction of the gap between CSF and dura, in voxels at
-    least a fifth CSF."""
+    least a fifth CSF within ``_DURA_DEPTH_MM`` of the mask's edge (deeper, the same unmixing
+    reads the spread of CSF's own intensity: the ventricles' darker half would turn partly
+    into dura)."""
     brain = (gm + wm + csf) > 0.5
+    depth = ndimage.distance_transform_edt(brain)
     level = {name: float(np.mean(t1[brain & (m > 0.95)])) for name, m in (("gm", gm), ("wm", wm))}
-    deep_csf = (csf > 0.95) & (ndimage.distance_transform_edt(brain) > 12)
-    level["csf"] = float(np.median(t1[deep_csf]))
+    level["csf"] = float(np.median(t1[(csf > 0.95) & (depth > 12)]))
     expected = gm * level["gm"] + wm * level["wm"] + csf * level["csf"]
     gap = np.maximum(csf * (level["csf"] - _DURA_T1), 1e-6)
-    return np.where(csf > 0.2, np.clip((expected - t1) / gap, 0.0, 1.0), 0.0)
+    rim = (csf > 0.2) & (depth <= _DURA_DEPTH_MM)
+    return np.where(rim, np.clip((expected - t1) / gap, 0.0, 1.0), 0.0)
 
 
 @functools.cache

@@ -44,7 +44,7 @@ jitter covers the spread between studies and subjects):
   measures in veins. Water content 0.87 (Herscovitch P, Raichle ME, J Cereb Blood Flow Metab
   5:65-69, 1985). The agent circulates in blood, so veins carry ``gadolinium_mm`` too.
 - Dura (class ``DURA``: the meninges and the bone they border, left inside the brain mask by the
-  skull strip, about 20 ml at the mask's rim; ``template.py``): an effective tissue, not a
+  skull strip, about 10 ml at the mask's rim; ``template.py``): an effective tissue, not a
   measured one. Dense collagen has little mobile water and short T2 (tendon and ligament a few to
   tens of ms; cortical bone below 1 ms), so the class takes water content 0.25, T2 25 ms and T2*
   15 ms at every field, and a T1 near grey matter's; with these a 1.5 T gradient echo renders it
@@ -162,6 +162,9 @@ PUBLISHED_SPREAD = 0.15
 # So most of the spread is shared and a small part is each tissue's own; independent 6 % per
 # tissue made a fifth of simulated 3 T FLAIR subjects render grey matter darker than white.
 _JITTER = {"t1": (0.05, 0.02), "t2": (0.05, 0.02), "t2star": (0.05, 0.02), "pd": (0.0, 0.02)}
+# Classes without a per-subject spread: the last ones of TISSUES.
+_UNJITTERED = ("DURA",)
+assert TISSUES[-len(_UNJITTERED) :] == _UNJITTERED
 
 
 @dataclass(frozen=True)
@@ -241,9 +244,17 @@ def tissue_properties(
 
 def draw_jitter(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A subject's multiplicative deviations from the tabulated properties (one per class): a
-    factor shared by every tissue times each tissue's own (see ``_JITTER``)."""
+    factor shared by every tissue times each tissue's own (see ``_JITTER``).
+
+    Dura, an effective class (not a measured one), keeps its values: no spread is drawn for it,
+    which also keeps the random draws, and so every seed's subject, what they were before the
+    class was added."""
+    drawn = len(TISSUES) - len(_UNJITTERED)
     return {
-        name: np.exp(rng.normal(0.0, shared) + rng.normal(0.0, own, size=len(TISSUES)))
+        name: np.append(
+            np.exp(rng.normal(0.0, shared) + rng.normal(0.0, own, size=drawn)),
+            np.ones(len(_UNJITTERED)),
+        )
         for name, (shared, own) in _JITTER.items()
     }
 
