@@ -75,7 +75,9 @@ _DURA_T1 = 30.0
 _DURA_DEPTH_MM = 3.0
 
 
-def _dura_share(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray) -> np.ndarray:
+def _dura_share(
+    t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, brain: np.ndarray
+) -> np.ndarray:
     """The part of each voxel's non-brain fraction that is dura (and bone) rather than CSF.
 
     Why: the template's tissue maps hold only grey and white matter, so everything else in the
@@ -86,8 +88,7 @@ def _dura_share(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, csf: np.ndarray)
     against pure tissue levels), as a fraction of the gap between CSF and dura, in voxels at
     least a fifth CSF within ``_DURA_DEPTH_MM`` of the mask's edge (deeper, the same unmixing
     reads the spread of CSF's own intensity: the ventricles' darker half would turn partly
-    into dura)."""
-    brain = (gm + wm + csf) > 0.5
+    into dura). ``brain`` is the brain mask."""
     depth = ndimage.distance_transform_edt(brain)
     level = {name: float(np.mean(t1[brain & (m > 0.95)])) for name, m in (("gm", gm), ("wm", wm))}
     level["csf"] = float(np.median(t1[(csf > 0.95) & (depth > 12)]))
@@ -110,7 +111,7 @@ def load_template() -> Template:
     gm = np.where(over, gm / np.maximum(tissue, 1e-6), gm)
     wm = np.where(over, wm / np.maximum(tissue, 1e-6), wm)
     rest = np.where(mask, 1.0 - gm - wm, 0.0)
-    dura = rest * _dura_share(t1, gm, wm, rest)
+    dura = rest * _dura_share(t1, gm, wm, rest, mask)
     csf = rest - dura
 
     found = np.argwhere(mask)
