@@ -20,9 +20,9 @@ The script writes a BIDS data set into WORKDIR/icbm2009c: both templates brain-e
 2009a template's brain, sidecars with ICBM-like 1.5 T protocols (a spoiled gradient echo, TR 18 ms,
 TE 10 ms, flip angle 30 degrees; a spin echo, TR 3300 ms, TE 120 ms: the protocols BrainWeb
 simulates as the ICBM ones; the templates do not record theirs), age 25, and the 2009a tissue maps
-as derivatives (GM, WM, CSF and dura: together the brain mask that is scored; GM/WM and CSF/WM
-errors). It then runs the experiments' own-data path (``evaluation.split_experiment`` with
-``--data``) on it: each model (default: the bundled one),
+as derivatives (GM, WM, CSF, dura and sinuses: together the brain mask that is scored; GM/WM
+and CSF/WM errors). It then runs the experiments' own-data path
+(``evaluation.split_experiment`` with ``--data``) on it: each model (default: the bundled one),
 copying and inverting the source, on whole volumes at 1 mm. Writes
 benchmarks/results/icbm_pairs_own_data*.json. The template's echo time is not published (the 120
 ms is BrainWeb's ICBM late echo); ``--t2w-te MS`` writes the T2w's sidecar with another one, so
@@ -69,7 +69,13 @@ def write_dataset(root: Path, t2w_te: float = T2_TE, age: str = str(AGE)) -> Pat
     derivatives = root / "derivatives" / "templates" / f"sub-{SUBJECT}" / "anat"
     derivatives.mkdir(parents=True, exist_ok=True)
     template = load_template()
-    for tissue in ("GM", "WM", "CSF", "DURA"):  # together the brain mask the inputs are cut to
+    for tissue in (
+        "GM",
+        "WM",
+        "CSF",
+        "DURA",
+        "SINUS",
+    ):  # together the brain mask the inputs are cut to
         fraction = np.clip(getattr(template, tissue.lower()), 0.0, 1.0)
         save_nifti(derivatives / f"sub-{SUBJECT}_label-{tissue}_probseg.nii.gz", fraction,
                    template.grid.affine)  # fmt: skip

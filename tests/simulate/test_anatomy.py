@@ -30,6 +30,21 @@ def test_dura_is_the_dark_rim_of_the_real_t1() -> None:
     assert template.t1[mostly].mean() < 0.8 * np.median(template.t1[ventricles])
 
 
+def test_the_sinuses_take_their_blood_from_the_maps_csf() -> None:
+    """The straight and transverse sinuses fill under a millilitre of what the maps called CSF,
+    mostly more than a millimetre inside the mask, and where they are the real T1 lies between
+    the ventricles' CSF and grey matter (blood, not fluid or dura)."""
+    template = load_template()
+    assert template.sinus.min() >= 0 and (template.sinus <= template.brain + 1e-6).all()
+    assert 300 < template.sinus.sum() < 1_000
+    mostly = template.sinus > 0.5
+    assert np.median(brain_depth()[mostly]) > 1.0
+    ventricles = (template.csf > 0.95) & (brain_depth() > 12)
+    grey = template.gm > 0.95
+    assert np.median(template.t1[ventricles]) < template.t1[mostly].mean()
+    assert template.t1[mostly].mean() < template.t1[grey].mean()
+
+
 def test_same_seed_same_subject_bit_for_bit(young_subject: Anatomy) -> None:
     again = make_subject(11, age=22, sex="F")
     assert again.fractions.tobytes() == young_subject.fractions.tobytes()

@@ -62,7 +62,7 @@ def test_gadolinium_shortens_relaxation_only_where_it_is() -> None:
     assert after.t1[ENH] == pytest.approx(expected)
     # The agent circulates in venous blood and reaches the dura; tissue without it keeps its
     # relaxation.
-    reached = [TISSUES.index(t) for t in ("VEIN", "DURA")]
+    reached = [TISSUES.index(t) for t in ("VEIN", "DURA", "SINUS")]
     assert (after.t1[reached] < before.t1[reached] / 2).all()
     others = [i for i in range(len(TISSUES)) if i not in (ENH, *reached)]
     np.testing.assert_array_equal(after.t1[others], before.t1[others])

@@ -46,8 +46,10 @@ MAX_BORDER_FRACTION = 0.05  # more non-zero voxels on the array's faces: not bra
 # and 1.78 or less where the core is also darker than the shell (PD, T2*w). The real ICBM152 T2
 # template has core/shell 0.85 and ventricles 2.12 (a real T2w's CSF is less bright against white
 # matter than the simulator's, docs/calibration.md), so the ventricle bound lies between 1.78
-# and 2.12.
-T2W_MAX_CORE_TO_SHELL = 0.9
+# and 2.12. The contrasts whose ventricles also pass it (T1w up to 2.06, FLAIR up to 2.12) have
+# core/shell 1.13 or more, so the core/shell bound lies halfway between that and the real T2's
+# 0.85: a dimmer-CSF T2w (a 1.5 T spin echo at TE 70 ms) reaches 0.90.
+T2W_MAX_CORE_TO_SHELL = 1.0
 T2W_MIN_VENTRICLES = 1.95
 # PD: the core's darkest 2 % at 0.59-0.83 of its median, T1w's at 0.57 or less, T1CE's 0.60,
 # FLAIR's 0.42; PD's core/shell 0.83-1.33, T1w's and T1CE's 1.27 or more (real T1w: Colin27

@@ -269,10 +269,10 @@ def build_anatomy(parameters: AnatomyParameters) -> Anatomy:
     shape = template.grid.shape
     veins = vein_fraction(parameters.veins, shape)
     warped = sample_at(
-        np.stack([template.gm, template.wm, template.csf, template.dura, veins]),
+        np.stack([template.gm, template.wm, template.csf, template.dura, template.sinus, veins]),
         _sampling_positions(parameters, shape),
     )
-    gm, wm, csf, dura, veins = (np.clip(m, 0.0, 1.0) for m in warped)
+    gm, wm, csf, dura, sinus, veins = (np.clip(m, 0.0, 1.0) for m in warped)
     # Sulcal widening: grey matter that borders CSF partly becomes CSF.
     if parameters.atrophy > 0:
         near_csf = np.clip(2.0 * ndimage.gaussian_filter(csf, 1.0), 0.0, 1.0)
@@ -284,6 +284,7 @@ def build_anatomy(parameters: AnatomyParameters) -> Anatomy:
     fractions[TISSUES.index("WM")] = wm
     fractions[TISSUES.index("CSF")] = csf
     fractions[TISSUES.index("DURA")] = dura
+    fractions[TISSUES.index("SINUS")] = sinus
     _add_lesions(fractions, parameters.lesions)
     _add_veins(fractions, veins)
     return Anatomy(parameters=parameters, grid=template.grid, fractions=fractions)
@@ -293,7 +294,7 @@ def template_anatomy() -> Anatomy:
     """The template itself as a subject: no deformation, atrophy, lesions or tissue jitter."""
     template = load_template()
     fractions = np.zeros((len(TISSUES), *template.grid.shape), dtype=np.float32)
-    for tissue in ("GM", "WM", "CSF", "DURA"):
+    for tissue in ("GM", "WM", "CSF", "DURA", "SINUS"):
         fractions[TISSUES.index(tissue)] = getattr(template, tissue.lower())
     ones = np.ones(len(TISSUES))
     parameters = AnatomyParameters(

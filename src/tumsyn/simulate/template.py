@@ -4,7 +4,8 @@ nilearn ships the ICBM 2009a nonlinear symmetric T1 template (brain-extracted) a
 white-matter probability maps, 1 mm, as uint8 (0-255). It does not ship a CSF map or a brain mask,
 so both are derived here: the brain mask is where the brain-extracted T1 is non-zero (holes filled),
 and what the mask holds beyond grey and white matter is CSF (sulci, ventricles, cisterns) or, where
-the real T1 is darker than CSF can make it, dura (:func:`_dura_share`).
+the real T1 is darker than CSF can make it, dura (:func:`_dura_share`), or, inside the tubes of
+:mod:`tumsyn.simulate.sinuses`, the blood of the venous sinuses.
 
 Licence: the ICBM 2009 templates are copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging
 Centre, Montreal Neurological Institute, McGill University, distributed with permission to use,
@@ -24,6 +25,7 @@ from scipy import ndimage
 
 from tumsyn.errors import InputFileError
 from tumsyn.io import Grid
+from tumsyn.simulate.sinuses import sinus_fraction
 
 __all__ = ["Template", "brain_depth", "lateral_ventricles", "load_template", "template_path"]
 
@@ -36,8 +38,9 @@ _MARGIN = 6
 class Template:
     """Tissue fractions of the template brain, cropped to the brain with a margin.
 
-    ``gm``, ``wm``, ``csf``, ``dura`` are float32 fractions that add up to ``brain`` (1 inside the
-    brain mask, 0 outside); ``t1`` is the real T1-weighted template intensity (for calibration).
+    ``gm``, ``wm``, ``csf``, ``dura``, ``sinus`` are float32 fractions that add up to ``brain`` (1
+    inside the brain mask, 0 outside); ``t1`` is the real T1-weighted template intensity (for
+    calibration).
     """
 
     grid: Grid
@@ -45,11 +48,12 @@ class Template:
     wm: np.ndarray
     csf: np.ndarray
     dura: np.ndarray
+    sinus: np.ndarray
     t1: np.ndarray
 
     @property
     def brain(self) -> np.ndarray:
-        return self.gm + self.wm + self.csf + self.dura
+        return self.gm + self.wm + self.csf + self.dura + self.sinus
 
 
 def template_path(kind: str) -> Path:
@@ -121,8 +125,11 @@ def load_template() -> Template:
     shift = np.eye(4)
     shift[:3, 3] = low
     grid = Grid(tuple(int(b - a) for a, b in zip(low, high, strict=True)), affine @ shift)  # type: ignore[arg-type]
-    maps = [np.ascontiguousarray(m[crop], dtype=np.float32) for m in (gm, wm, csf, dura, t1)]
-    return Template(grid, *maps)
+    gm, wm, csf, dura, t1 = (
+        np.ascontiguousarray(m[crop], dtype=np.float32) for m in (gm, wm, csf, dura, t1)
+    )
+    sinus = csf * sinus_fraction(grid)  # the sinuses' blood fills what the maps called CSF
+    return Template(grid, gm, wm, csf - sinus, dura, sinus, t1)
 
 
 @functools.cache

@@ -51,6 +51,14 @@ jitter covers the spread between studies and subjects):
   at about 0.2 of grey matter, where the real 2009a T1 template has its darkest rim
   (``_DURA_T1``). Collagen saturates strongly under magnetisation transfer (taken as white
   matter's), and the dura enhances after gadolinium (it takes ``gadolinium_mm`` like veins).
+- Venous sinuses (class ``SINUS``: the straight and transverse sinuses that a skull strip leaves
+  inside the brain mask; ``sinuses.py``): venous blood (``VEIN``'s T1, water content and
+  susceptibility, and gadolinium), but flowing fast. A spin echo refocuses only spins that stayed
+  in the slice between its pulses, so fast flow gives no signal (the flow void of T2w, PD and
+  FLAIR images), while a short-TE gradient echo shows the blood by its T1 (intermediate on
+  MPRAGE: about 0.8 of grey matter in the real 2009a T1, where the sinuses lie between CSF and
+  grey matter). The simulator has no flow, so the void is an effective T2 of 10 ms (T2* the
+  same or shorter): dark at every spin-echo echo time in use, nearly unchanged at a 3 ms echo.
 - Gadolinium relaxivity in plasma (per mM per s): Rohrer M et al., "Comparison of magnetic
   properties of MRI contrast media solutions at different magnetic field strengths", Invest Radiol
   40:715-724 (2005): gadopentetate r1 4.1 (1.5 T), 3.7 (3 T); r1 at 7 T taken as 3.5.
@@ -80,7 +88,7 @@ __all__ = [
 ]
 
 #: Tissue classes of a virtual subject, in the order of its probability maps.
-TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH", "VEIN", "DURA")
+TISSUES: tuple[str, ...] = ("GM", "WM", "CSF", "WMH", "ENH", "VEIN", "DURA", "SINUS")
 #: The pathological ones: white-matter hyperintensities and enhancing lesions.
 LESIONS: tuple[str, ...] = ("WMH", "ENH")
 
@@ -98,6 +106,8 @@ _TABLE: dict[str, dict[str, tuple[float, float, float]]] = {
     "ENH": {"t1": (1400, 2100, 2450), "t2": (130, 125, 85), "t2star": (100, 80, 40)},
     "VEIN": {"t1": (1440, 1649, 2300), "t2": (100, 55, 20), "t2star": (50, 25, 9)},
     "DURA": {"t1": (1000, 1300, 1700), "t2": (25, 25, 25), "t2star": (15, 15, 15)},
+    # Flowing venous blood: its T1, and an effective T2 that stands for the spin echo's flow void.
+    "SINUS": {"t1": (1440, 1649, 2300), "t2": (10, 10, 10), "t2star": (50, 25, 9)},
 }
 _PROTON_DENSITY = {
     "GM": 0.80,
@@ -107,6 +117,7 @@ _PROTON_DENSITY = {
     "ENH": 0.88,
     "VEIN": 0.87,
     "DURA": 0.25,
+    "SINUS": 0.87,
 }
 # Fraction of the water held between myelin layers, with its own short T2 (MYELIN_WATER_T2): it
 # is seen at short echo times and gone at long ones, which darkens white matter on T2w and FLAIR
@@ -120,6 +131,7 @@ _MYELIN_WATER = {
     "ENH": 0.03,
     "VEIN": 0.0,
     "DURA": 0.0,
+    "SINUS": 0.0,
 }
 MYELIN_WATER_T2 = 15.0  # ms
 # How much signal a train of saturating pulses takes from a tissue through magnetisation transfer,
@@ -138,6 +150,7 @@ _MT_SATURATION = {
     "ENH": 0.4,
     "VEIN": 0.0,
     "DURA": 1.0,
+    "SINUS": 0.0,
 }
 _SUSCEPTIBILITY_PPM = {
     "GM": 0.01,
@@ -147,6 +160,7 @@ _SUSCEPTIBILITY_PPM = {
     "ENH": 0.02,
     "VEIN": 0.45,
     "DURA": 0.0,
+    "SINUS": 0.45,
 }
 _R1_GADOLINIUM = (4.1, 3.7, 3.5)  # per mM per s
 _R2_GADOLINIUM = (4.6, 5.2, 5.5)  # per mM per s (Rohrer 2005, gadopentetate)
@@ -163,7 +177,7 @@ PUBLISHED_SPREAD = 0.15
 # tissue made a fifth of simulated 3 T FLAIR subjects render grey matter darker than white.
 _JITTER = {"t1": (0.05, 0.02), "t2": (0.05, 0.02), "t2star": (0.05, 0.02), "pd": (0.0, 0.02)}
 # Classes without a per-subject spread: the last ones of TISSUES.
-_UNJITTERED = ("DURA",)
+_UNJITTERED = ("DURA", "SINUS")
 assert TISSUES[-len(_UNJITTERED) :] == _UNJITTERED
 
 
@@ -217,7 +231,7 @@ def tissue_properties(
         jitter: multiplicative factors per property (``t1``, ``t2``, ``t2star``, ``pd``), each an
             array with one value per tissue class, from :func:`draw_jitter`.
         gadolinium_mm: contrast agent concentration in enhancing lesions (class ``ENH``), venous
-            blood (``VEIN``) and dura (``DURA``).
+            blood (``VEIN``, ``SINUS``) and dura (``DURA``).
     """
     field_strength = _check_field(field_strength)
     values = {
@@ -228,7 +242,7 @@ def tissue_properties(
     if jitter is not None:
         values = {name: value * jitter[name] for name, value in values.items()}
     gadolinium = np.zeros(len(TISSUES))
-    gadolinium[[TISSUES.index(t) for t in ("ENH", "VEIN", "DURA")]] = gadolinium_mm
+    gadolinium[[TISSUES.index(t) for t in ("ENH", "VEIN", "DURA", "SINUS")]] = gadolinium_mm
     return TissueProperties(
         pd=values["pd"],
         t1=values["t1"],
