@@ -41,12 +41,16 @@
 # 10. after the simulator came to render the dura that skull strips leave at the brain mask's rim
 #    (class DURA, tissues.py), that file's T1w network and its T1w specialist for T2w inputs
 #    fine-tuned on it (configs/synth-v2-t1-dura.yaml, -t2-t1-dura.yaml), put in their places:
-#    the shipped checkpoint (the same fine-tune of the PD network was measured and not kept:
-#    docs/decisions.md).
+#    runs/tumsyn-v2-dura.safetensors (the same fine-tune of the PD network was measured and not
+#    kept: docs/decisions.md);
+# 11. after the simulator came to render the venous sinuses inside the brain mask (class SINUS,
+#    sinuses.py), that file's T1w network fine-tuned on it (configs/synth-v2-t1-sinus.yaml), put in
+#    its place: the shipped checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
 # runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/,
-# runs/synth-v2-flair-input/, runs/synth-v2-t2-t1-mt/, runs/synth-v2-{t1,t2-t1}-dura/
-# (model.safetensors, metrics.csv, state.pt), runs/tumsyn-v2-{base,fn,gamma,fi,mt}.safetensors and
+# runs/synth-v2-flair-input/, runs/synth-v2-t2-t1-mt/, runs/synth-v2-{t1,t2-t1}-dura/,
+# runs/synth-v2-t1-sinus/ (model.safetensors, metrics.csv, state.pt),
+# runs/tumsyn-v2-{base,fn,gamma,fi,mt,dura}.safetensors and
 # runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
@@ -108,6 +112,11 @@ if [ ! -f runs/tumsyn-v2-mt.safetensors ]; then  # the dura step below learns fr
 fi
 train train configs/synth-v2-t1-dura.yaml runs/synth-v2-t1-dura
 train train configs/synth-v2-t2-t1-dura.yaml runs/synth-v2-t2-t1-dura
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-mt.safetensors \
-    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-dura/model.safetensors \
-    T2w:T1w=runs/synth-v2-t2-t1-dura/model.safetensors
+if [ ! -f runs/tumsyn-v2-dura.safetensors ]; then  # the sinus step below learns from this file
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-mt.safetensors \
+        runs/tumsyn-v2-dura.safetensors T1w=runs/synth-v2-t1-dura/model.safetensors \
+        T2w:T1w=runs/synth-v2-t2-t1-dura/model.safetensors
+fi
+train train configs/synth-v2-t1-sinus.yaml runs/synth-v2-t1-sinus
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-dura.safetensors \
+    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-sinus/model.safetensors
