@@ -41,12 +41,12 @@ SHELL_DEPTH_MM = 4.0  # cortex and sulcal CSF lie within this of it
 WORKING_VOXEL_MM = 2.0  # the guess reads the image subsampled to about this voxel size
 MIN_VOXELS = 500  # fewer voxels in the core or the shell: no guess (a crop, not a brain)
 MAX_BORDER_FRACTION = 0.05  # more non-zero voxels on the array's faces: not brain-extracted
-# Simulated scans (benchmarks/exp_modality_guess.py, 375 scans): T2w core/shell 0.48-0.76 and
-# ventricles 2.77-3.85 x the core's median; every other contrast 0.81 or more and 2.16 or less,
+# Simulated scans (benchmarks/exp_modality_guess.py, 375 scans): T2w core/shell 0.51-0.81 and
+# ventricles 2.77-3.84 x the core's median; every other contrast 0.84 or more and 2.16 or less,
 # and 1.78 or less where the core is also darker than the shell (PD, T2*w). The real ICBM152 T2
 # template has core/shell 0.85 and ventricles 2.12 (a real T2w's CSF is less bright against white
 # matter than the simulator's, docs/calibration.md), so the ventricle bound lies between 1.78
-# and 2.12. The contrasts whose ventricles also pass it (T1w up to 2.06, FLAIR up to 2.12) have
+# and 2.12. The contrasts whose ventricles also pass it (T1w up to 2.06, FLAIR up to 2.16) have
 # core/shell 1.13 or more, so the core/shell bound lies halfway between that and the real T2's
 # 0.85: a dimmer-CSF T2w (a 1.5 T spin echo at TE 70 ms) reaches 0.90.
 T2W_MAX_CORE_TO_SHELL = 1.0
