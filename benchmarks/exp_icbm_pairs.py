@@ -46,7 +46,7 @@ from evaluation import split_experiment
 from icbm import T1_FILE, T2_FILE, T2_TE, brain_extracted, t1w_protocol, t2w_protocol
 from tumsyn.io import save_json, save_nifti
 from tumsyn.metadata import bids_image_name, sidecar_from_metadata, sidecar_path
-from tumsyn.simulate.template import load_template
+from tumsyn.simulate.template import TEMPLATE_CLASSES, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT = "icbm2009c"
@@ -69,14 +69,8 @@ def write_dataset(root: Path, t2w_te: float = T2_TE, age: str = str(AGE)) -> Pat
     derivatives = root / "derivatives" / "templates" / f"sub-{SUBJECT}" / "anat"
     derivatives.mkdir(parents=True, exist_ok=True)
     template = load_template()
-    for tissue in (
-        "GM",
-        "WM",
-        "CSF",
-        "DURA",
-        "SINUS",
-    ):  # together the brain mask the inputs are cut to
-        fraction = np.clip(getattr(template, tissue.lower()), 0.0, 1.0)
+    for tissue in TEMPLATE_CLASSES:  # together the brain mask the inputs are cut to
+        fraction = np.clip(template.fraction(tissue), 0.0, 1.0)
         save_nifti(derivatives / f"sub-{SUBJECT}_label-{tissue}_probseg.nii.gz", fraction,
                    template.grid.affine)  # fmt: skip
     save_json(root / "dataset_description.json", {

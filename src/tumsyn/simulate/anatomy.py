@@ -27,7 +27,12 @@ from scipy import ndimage
 
 from tumsyn.io import Grid
 from tumsyn.resample import sample_at
-from tumsyn.simulate.template import brain_depth, lateral_ventricles, load_template
+from tumsyn.simulate.template import (
+    TEMPLATE_CLASSES,
+    brain_depth,
+    lateral_ventricles,
+    load_template,
+)
 from tumsyn.simulate.tissues import TISSUES, TissueProperties, draw_jitter, tissue_properties
 from tumsyn.simulate.veins import Vein, draw_veins, vein_fraction
 
@@ -294,8 +299,8 @@ def template_anatomy() -> Anatomy:
     """The template itself as a subject: no deformation, atrophy, lesions or tissue jitter."""
     template = load_template()
     fractions = np.zeros((len(TISSUES), *template.grid.shape), dtype=np.float32)
-    for tissue in ("GM", "WM", "CSF", "DURA", "SINUS"):
-        fractions[TISSUES.index(tissue)] = getattr(template, tissue.lower())
+    for tissue in TEMPLATE_CLASSES:
+        fractions[TISSUES.index(tissue)] = template.fraction(tissue)
     ones = np.ones(len(TISSUES))
     parameters = AnatomyParameters(
         seed=-1,

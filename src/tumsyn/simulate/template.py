@@ -27,7 +27,17 @@ from tumsyn.errors import InputFileError
 from tumsyn.io import Grid
 from tumsyn.simulate.sinuses import sinus_fraction
 
-__all__ = ["Template", "brain_depth", "lateral_ventricles", "load_template", "template_path"]
+__all__ = [
+    "TEMPLATE_CLASSES",
+    "Template",
+    "brain_depth",
+    "lateral_ventricles",
+    "load_template",
+    "template_path",
+]
+
+#: The tissue classes the template holds (the others, lesions and veins, are drawn per subject).
+TEMPLATE_CLASSES: tuple[str, ...] = ("GM", "WM", "CSF", "DURA", "SINUS")
 
 _FILE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 # Margin of the crop around the brain, in voxels (mm): room for deformation and atrophy.
@@ -53,7 +63,11 @@ class Template:
 
     @property
     def brain(self) -> np.ndarray:
-        return self.gm + self.wm + self.csf + self.dura + self.sinus
+        return sum(self.fraction(name) for name in TEMPLATE_CLASSES)
+
+    def fraction(self, name: str) -> np.ndarray:
+        """The fraction map of one of :data:`TEMPLATE_CLASSES`."""
+        return getattr(self, name.lower())
 
 
 def template_path(kind: str) -> Path:
