@@ -11,29 +11,17 @@ Usage: .venv/bin/python benchmarks/find_sinuses.py
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from icbm import T2_FILE
-from tumsyn.io import Grid
+from icbm import T2_FILE, on_template_grid
 from tumsyn.simulate.sinuses import SINUSES, sinus_fraction
 from tumsyn.simulate.template import load_template
 
 
-def real_t2_on(grid: Grid) -> np.ndarray:
-    """The real T2 template, linearly resampled onto ``grid`` (both in MNI space)."""
-    image = nib.load(T2_FILE)
-    index = np.indices(grid.shape).reshape(3, -1)
-    to_voxel = np.linalg.inv(image.affine) @ grid.affine
-    voxels = to_voxel[:3, :3] @ index + to_voxel[:3, 3:4]
-    volume = np.asarray(image.dataobj, dtype=np.float32)
-    return ndimage.map_coordinates(volume, voxels, order=1).reshape(grid.shape)
-
-
 def main() -> None:
     template = load_template()
-    t2 = real_t2_on(template.grid)
+    t2 = on_template_grid(T2_FILE)
     white = float(t2[template.wm > 0.95].mean())
     brain = template.brain > 0.5
     depth = ndimage.distance_transform_edt(brain)

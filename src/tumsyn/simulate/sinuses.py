@@ -30,8 +30,11 @@ from tumsyn.io import Grid
 
 __all__ = ["SINUSES", "sinus_fraction"]
 
+#: Named tubes: a centre line (MNI mm, RAS) and a radius (mm) each.
+Tubes = dict[str, tuple[tuple[tuple[float, float, float], ...], float]]
+
 #: Centre lines (MNI mm, RAS) and radii (mm) of the sinuses within reach of a brain mask.
-SINUSES: dict[str, tuple[tuple[tuple[float, float, float], ...], float]] = {
+SINUSES: Tubes = {
     "straight": (((0.0, -54.0, 12.0), (0.0, -70.0, -1.0), (0.0, -87.0, -16.0)), 1.5),
     "left transverse": (
         ((0.0, -90.0, -18.0), (-19.0, -92.0, -22.0), (-31.0, -88.5, -22.0), (-41.0, -81.0, -22.0)),
@@ -55,9 +58,6 @@ def _centre_points(line: tuple[tuple[float, float, float], ...]) -> np.ndarray:
         count = max(int(np.ceil(np.linalg.norm(end - start) / _STEP_MM)), 1)
         pieces.append(start + np.linspace(0.0, 1.0, count + 1)[:, None] * (end - start))
     return np.concatenate(pieces)
-
-
-Tubes = dict[str, tuple[tuple[tuple[float, float, float], ...], float]]
 
 
 def sinus_fraction(grid: Grid, tubes: Tubes | None = None) -> np.ndarray:
