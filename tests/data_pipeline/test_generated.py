@@ -130,39 +130,3 @@ def test_a_normal_tissue_target_scale_does_not_move_with_lesions_elsewhere() -> 
     torch.testing.assert_close(*targets["normal_tissue"], rtol=0.03, atol=0.01)
     with pytest.raises(ConfigError, match="target_scale 'max' is not one of"):
         GeneratedPairs([plain], [flair], InputRandomizer(), target_scale="max")
-
-
-def test_query_weights_draw_a_rare_tissue_more_often() -> None:
-    """A 4 mm cube of venous sinus (a flow void, 0 in a T2w) deep in white matter, a patch
-    around it: uniform queries land in it as often as its share of the box, queries weighted
-    50 for SINUS far more often; unknown tissues and weights below 1 are refused."""
-    from scipy import ndimage
-
-    from tumsyn.simulate.tissues import TISSUES
-
-    plain = make_subject(1)
-    depth = ndimage.distance_transform_edt(plain.brain > 0.5)
-    middle = np.unravel_index(np.argmax(depth), depth.shape)
-    cube = tuple(slice(c - 2, c + 2) for c in middle)
-    fractions = plain.fractions.copy()
-    fractions[(slice(None), *cube)] = 0.0
-    fractions[(TISSUES.index("SINUS"), *cube)] = 1.0
-    subject = replace(plain, fractions=fractions)
-    t2w = default_protocol("T2w").metadata.replace(voxel_size=(1.0, 1.0, 1.0))
-    ideal = InputDraw(protocol=t2w, signals=None, voxel_size=(1.0, 1.0, 1.0),
-                      scan=ScanSettings(snr=1e9, bias=(0.0,) * 9), shift_mm=(0.0, 0.0, 0.0),
-                      gamma=1.0, mask_margin_mm=0.0)  # fmt: skip
-    centre = plain.grid.affine[:3, :3] @ np.asarray(middle) + plain.grid.affine[:3, 3]
-    dark = {}
-    for weights in ({}, {"SINUS": 50.0}):
-        pairs = GeneratedPairs([subject], [t2w], InputRandomizer(), patch_size=16, queries=1000,
-                               query_weights=weights, length=1, seed=3)  # fmt: skip
-        parameters = replace(pairs.parameters(0), draw=ideal, target=t2w,
-                             centre_mm=tuple(float(c) for c in centre))  # fmt: skip
-        target = pairs.render(parameters)["target"][:, 0].numpy()
-        dark[len(weights)] = float((target < 0.02).mean())  # no background in this box
-    assert dark[0] < 0.03 and dark[1] > 0.25
-    with pytest.raises(ConfigError, match=r"unknown tissues \['SINUSES'\]"):
-        GeneratedPairs([plain], [t2w], InputRandomizer(), query_weights={"SINUSES": 5.0})
-    with pytest.raises(ConfigError, match="must be at least 1"):
-        GeneratedPairs([plain], [t2w], InputRandomizer(), query_weights={"SINUS": 0.5})

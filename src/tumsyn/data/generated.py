@@ -20,7 +20,7 @@ Every random choice of sample ``index`` in ``epoch`` comes from
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,11 +39,10 @@ from tumsyn.metadata import (
 )
 from tumsyn.metadata.augment import random_prompt_voxel_size
 from tumsyn.simulate import Anatomy, render_on
-from tumsyn.simulate.acquisition import acquire
 from tumsyn.simulate.randomize import INPUT_MODALITIES, InputDraw, InputRandomizer, render_input
 from tumsyn.simulate.render import scan_grid, tissue_object
 from tumsyn.simulate.sequences import signal
-from tumsyn.simulate.tissues import LESIONS, TISSUES
+from tumsyn.simulate.tissues import LESIONS
 
 __all__ = ["GeneratedPairs", "GeneratedParameters"]
 
@@ -64,15 +63,6 @@ class GeneratedParameters:
     centre_mm: tuple[float, float, float]  # the patch centre, world coordinates
     query_seed: int
     without_subject: bool = False
-
-
-def _checked_query_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    unknown = sorted(set(weights) - set(TISSUES))
-    if unknown:
-        raise ConfigError(f"query_weights: unknown tissues {unknown}; expected some of {TISSUES}")
-    if any(not w >= 1.0 for w in weights.values()):
-        raise ConfigError(f"query_weights must be at least 1 (1 is uniform), got {dict(weights)}")
-    return {name: float(w) for name, w in weights.items()}
 
 
 class GeneratedPairs(Dataset):
@@ -97,10 +87,6 @@ class GeneratedPairs(Dataset):
             not lesion and does not clip above, so a lesion may exceed 1. Where lesions are
             the brightest tissue (FLAIR), ``"image"`` makes a subject's grey matter 0.6 or 1.0
             by its lesion load, which a patch without lesions cannot see (docs/decisions.md).
-        query_weights: tissue name -> weight, for tissues too rare for uniform queries to
-            teach (a few hundred voxels of venous sinus per brain): a target voxel is drawn
-            as a query with probability proportional to ``1 + sum((w - 1) * fraction)`` of
-            its tissues (with replacement). Empty: uniform queries, without replacement.
         seed, length: base seed; samples per epoch.
     """
 
@@ -118,7 +104,6 @@ class GeneratedPairs(Dataset):
         input_modalities: Sequence[str] = (),
         normalisation: str = "tumsyn",
         target_scale: str = "image",
-        query_weights: Mapping[str, float] | None = None,
         seed: int = 0,
         length: int = 1000,
     ) -> None:
@@ -143,7 +128,6 @@ class GeneratedPairs(Dataset):
         if target_scale not in TARGET_SCALES:
             raise ConfigError(f"target_scale {target_scale!r} is not one of {list(TARGET_SCALES)}")
         self.target_scale = target_scale
-        self.query_weights = _checked_query_weights(query_weights or {})
         self.seed, self.length = int(seed), int(length)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -226,8 +210,7 @@ class GeneratedPairs(Dataset):
         first, last = patch.extent_in(whole)
         low = np.floor(first).astype(int)
         box = whole.box(low, np.ceil(last).astype(int) + 1 - low)
-        part = anatomy.around(box)
-        values = render_on(part, p.target, box)
+        values = render_on(anatomy.around(box), p.target, box)
         bottom, top = self.target_range(anatomy, p.target)
         ceiling = 1.0 if self.target_scale == "image" else None
         values = np.clip((values - bottom) / max(top - bottom, 1e-6), 0.0, ceiling)
@@ -237,7 +220,8 @@ class GeneratedPairs(Dataset):
         in_patch = (to_patch[:3, :3] @ voxels.T + to_patch[:3, 3:4]).T
         coord = (2.0 * in_patch + 1.0) / size - 1.0
         inside = np.flatnonzero(np.all(np.abs(coord) <= 1.0, axis=1))
-        chosen = self._queries(inside, part, box, np.random.default_rng(p.query_seed))
+        rng = np.random.default_rng(p.query_seed)
+        chosen = inside[rng.choice(inside.size, self.queries, replace=inside.size < self.queries)]
         ratio = np.asarray(p.target.voxel_size) / np.asarray(p.draw.voxel_size)
         cell = np.broadcast_to((2.0 * ratio / size).astype(np.float32), (self.queries, 3))
         prompt = format_prompt(p.target)
@@ -251,18 +235,6 @@ class GeneratedPairs(Dataset):
             "target": torch.from_numpy(target[:, None]),
             "prompt": prompt,
         }
-
-    def _queries(
-        self, inside: np.ndarray, part: Anatomy, box: Grid, rng: np.random.Generator
-    ) -> np.ndarray:
-        """``queries`` of the target voxels ``inside`` (flat indices into ``box``), uniform or
-        weighted by tissue. The weights are imaged on ``box`` as the target is (same voxel
-        kernel), so a voxel counts by how much of the tissue it holds."""
-        if not self.query_weights:
-            return inside[rng.choice(inside.size, self.queries, replace=inside.size < self.queries)]
-        extra = sum((w - 1.0) * part.fraction(name) for name, w in self.query_weights.items())
-        weights = 1.0 + np.clip(acquire(extra, part.grid, box).ravel()[inside], 0.0, None)
-        return inside[rng.choice(inside.size, self.queries, p=weights / weights.sum())]
 
     def __getitem__(self, index: int) -> dict:
         return self.render(self.parameters(index))

@@ -13,14 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from tumsyn.config import StrictConfig, validation_message
 from tumsyn.errors import ConfigError
@@ -108,10 +101,6 @@ class GeneratorConfig(StrictConfig):
     # noise-free target's percentiles (models v1, v2's first networks), "normal_tissue" by its
     # lesion-free voxels', so the scale no longer depends on a lesion load that a patch cannot see.
     target_scale: Literal["image", "normal_tissue"] = "image"
-    # Training queries drawn more often in these tissues (name -> weight, tumsyn.data.generated):
-    # the venous sinuses are a few hundred voxels a brain, which uniform queries hardly see.
-    # The validation patches keep uniform queries, so validation losses stay comparable.
-    query_weights: dict[str, PositiveFloat] = Field(default_factory=dict)
 
     @field_validator("input_modalities")
     @classmethod

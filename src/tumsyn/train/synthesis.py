@@ -262,8 +262,7 @@ def _generated_data(config: SynthesisTrainConfig) -> _TrainingData:
                 "target_scale": g.target_scale}  # fmt: skip
     dataset = GeneratedPairs(subjects(g.subjects, config.seed), targets, g.inputs,
                              subject_dropout=config.subject_dropout, seed=config.seed,
-                             query_weights=g.query_weights, length=g.samples_per_epoch,
-                             **settings)  # fmt: skip
+                             length=g.samples_per_epoch, **settings)  # fmt: skip
     validation_subjects = subjects(g.validation_subjects, validation_subject_seed(config.seed))
     held_out = GeneratedPairs(validation_subjects, targets, g.inputs, seed=config.seed + 1,
                               length=config.validation_patches, **settings)  # fmt: skip
