@@ -14,7 +14,7 @@ BIDS_VALIDATOR := $(BIDS_VALIDATOR_DIR)/node_modules/bids-validator/bin/bids-val
 NIIVUE_VERSION := 0.69.0
 NIIVUE := $(VENV)/share/tumsyn/niivue/niivue.umd.js
 
-.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 icbm-t2 icbm-pairs lint format clean
+.PHONY: setup bids-validator niivue browser demo test test-slow bench eval eval-quick colin27 icbm-t2 icbm-pairs check-directions lint format clean
 
 setup: $(STAMP) $(NIIVUE)
 
@@ -132,6 +132,11 @@ $(ICBM_T2): | $(STAMP)
 # Real-derived T1w/T2w pairs (benchmarks/exp_icbm_pairs.py) for the shipped models.
 icbm-pairs: setup $(ICBM_T2)
 	$(PY) benchmarks/exp_icbm_pairs.py --quiet $(EVAL_SHIPPED) $(ICBM_PAIRS_ARGS)
+
+# The held-out real-scan check's four directions on simulated 1.5 T T1w/T2w/PD data sets, whole
+# volumes (benchmarks/exp_check_directions.py; CHECK_DIRECTIONS_ARGS='--erode 1' and the like).
+check-directions: setup
+	$(PY) benchmarks/exp_check_directions.py --quiet $(EVAL_SHIPPED) $(CHECK_DIRECTIONS_ARGS)
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks scripts
