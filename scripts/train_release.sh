@@ -47,12 +47,16 @@
 #    sinuses.py), that file's T1w network fine-tuned on it (configs/synth-v2-t1-sinus.yaml), put in
 #    its place: runs/tumsyn-v2-sinus.safetensors;
 # 12. that file's T1w specialist for T2w inputs fine-tuned on the same simulator
-#    (configs/synth-v2-t2-t1-sinus.yaml), put in its place: the shipped checkpoint.
+#    (configs/synth-v2-t2-t1-sinus.yaml), put in its place: runs/tumsyn-v2-sinus-t2.safetensors;
+# 13. that file's T1w network and its T1w specialist for T2w inputs given a pooled context branch
+#    (tumsyn-tiny-ctx: features pooled by 4, two residual blocks, added through a projection that
+#    starts at zero) and fine-tuned 600 steps each (configs/synth-v2-t1-ctx.yaml,
+#    -t2-t1-ctx.yaml), put in their places: the shipped checkpoint.
 # Outputs: runs/bmlip-v2-b32/, runs/synth-v2-t1-b32{,-film,-film-tb}/, runs/synth-v2-{t2,pd}-b32-film/,
 # runs/synth-v2-t1-flair{,-b,-n,-gamma}/, runs/synth-v2-t2-t1/, runs/synth-v2-t1-gamma/,
 # runs/synth-v2-flair-input/, runs/synth-v2-t2-t1-mt/, runs/synth-v2-{t1,t2-t1}-dura/,
-# runs/synth-v2-{t1,t2-t1}-sinus/ (model.safetensors, metrics.csv, state.pt),
-# runs/tumsyn-v2-{base,fn,gamma,fi,mt,dura,sinus}.safetensors and
+# runs/synth-v2-{t1,t2-t1}-{sinus,ctx}/ (model.safetensors, metrics.csv, state.pt),
+# runs/tumsyn-v2-{base,fn,gamma,fi,mt,dura,sinus,sinus-t2}.safetensors and
 # runs/tumsyn-v2.safetensors.
 # Model v1 (tumsyn-tiny, the shipped one; 2 mm cohort only) came from configs/bmlip-tiny.yaml and
 # configs/synth-tiny.yaml: `scripts/train_release.sh` in a checkout of commit ba68cf4.
@@ -125,5 +129,12 @@ if [ ! -f runs/tumsyn-v2-sinus.safetensors ]; then  # the last step below learns
         runs/tumsyn-v2-sinus.safetensors T1w=runs/synth-v2-t1-sinus/model.safetensors
 fi
 train train configs/synth-v2-t2-t1-sinus.yaml runs/synth-v2-t2-t1-sinus
-.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-sinus.safetensors \
-    runs/tumsyn-v2.safetensors T2w:T1w=runs/synth-v2-t2-t1-sinus/model.safetensors
+if [ ! -f runs/tumsyn-v2-sinus-t2.safetensors ]; then  # the context step below learns from it
+    .venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-sinus.safetensors \
+        runs/tumsyn-v2-sinus-t2.safetensors T2w:T1w=runs/synth-v2-t2-t1-sinus/model.safetensors
+fi
+train train configs/synth-v2-t1-ctx.yaml runs/synth-v2-t1-ctx
+train train configs/synth-v2-t2-t1-ctx.yaml runs/synth-v2-t2-t1-ctx
+.venv/bin/python scripts/package_release.py tumsyn-v2 runs/tumsyn-v2-sinus-t2.safetensors \
+    runs/tumsyn-v2.safetensors T1w=runs/synth-v2-t1-ctx/model.safetensors \
+    T2w:T1w=runs/synth-v2-t2-t1-ctx/model.safetensors

@@ -21,6 +21,7 @@ from tumsyn.models.fusion import (
 )
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres, sample_grid
 from tumsyn.models.registry import build, load_config
+from tumsyn.models.synth import extends_spec
 from tumsyn.models.residual_encoder import ResidualEncoder3D
 
 OFFICIAL_PARAMETERS = 113_595_137
@@ -46,7 +47,7 @@ def test_paper_size_configs_are_about_114m_parameters() -> None:
     assert 105e6 < _count(base) < 120e6
 
 
-@pytest.mark.parametrize("name", ["official-synth", "tumsyn-base", "tumsyn-tiny"])
+@pytest.mark.parametrize("name", ["official-synth", "tumsyn-base", "tumsyn-tiny", "tumsyn-tiny-ctx"])
 def test_every_config_runs_forward_on_cpu(name: str) -> None:
     torch.manual_seed(0)
     model = build(name).eval()
@@ -225,9 +226,52 @@ def test_modulated_fusion_starts_as_the_plain_one_and_reads_the_summary_token() 
         assert moved > 3 * moved_plain
 
 
+def _with(spec: dict, **args) -> dict:
+    """``spec`` with some of its args' sub-dicts updated, normalised as a checkpoint stores it."""
+    merged = {key: {**spec["args"][key], **value} for key, value in args.items()}
+    return load_config({**spec, "args": {**spec["args"], **merged}})
+
+
+def test_context_branch_starts_as_the_identity_and_sees_beyond_the_full_resolution_blocks() -> None:
+    torch.manual_seed(5)
+    plain_spec = load_config(TINY_SYNTH_SPEC)
+    context_spec = _with(plain_spec, encoder={"context": {"factor": 4, "blocks": 1}})
+    plain, with_context = build(plain_spec).eval(), build(context_spec).eval()
+    missing = with_context.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("encoder.context.") for key in missing)
+    image = torch.randn(1, 1, 24, 23, 21)  # sides that the pooling does not divide
+    with torch.no_grad():
+        torch.testing.assert_close(with_context.gen_feat(image), plain.gen_feat(image))
+        torch.nn.init.normal_(with_context.encoder.context.out.weight)
+        # Reach: a voxel 10 away changes the centre's features only through the context branch
+        # (five 3^3 convolutions at full resolution see 5 voxels to either side).
+        moved = image.clone()
+        moved[0, 0, 12, 11, 0] += 10.0
+        centre = (..., 12, 11, 10)
+        assert torch.equal(plain.gen_feat(moved)[centre], plain.gen_feat(image)[centre])
+        changed = with_context.gen_feat(moved)[centre] - with_context.gen_feat(image)[centre]
+        assert changed.abs().max() > 1e-4
+
+
+def test_extensions_fine_tune_from_the_specs_they_extend() -> None:
+    plain = load_config(TINY_SYNTH_SPEC)
+    film = _with(plain, fusion={"kind": "voxel_film"})
+    context = _with(plain, encoder={"context": {"factor": 2, "blocks": 1}})
+    both = _with(film, encoder={"context": {"factor": 2, "blocks": 1}})
+    other_context = _with(film, encoder={"context": {"factor": 4, "blocks": 1}})
+    grows = {(a, b) for (a, spec), (b, base) in itertools.permutations(
+        {"plain": plain, "film": film, "context": context, "both": both,
+         "other": other_context}.items(), 2) if extends_spec(spec, base)}  # fmt: skip
+    assert grows == {("film", "plain"), ("context", "plain"), ("both", "plain"),
+                     ("both", "film"), ("both", "context"), ("other", "plain"),
+                     ("other", "film")}  # fmt: skip
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="features"):
         ResidualEncoder3D(features=0)
+    with pytest.raises(ValueError, match="factor >= 2"):
+        ResidualEncoder3D(features=4, context={"factor": 1, "blocks": 1})
     with pytest.raises(ValueError, match="multiple of heads"):
         VoxelCrossAttentionFusion(dim=10, text_dim=4, heads=3)
     with pytest.raises(ValueError, match=r"\(B, C, D, H, W\)"):

@@ -35,12 +35,18 @@ __all__ = [
 ]
 
 
+class ContextConfig(StrictConfig):
+    factor: int = 4  # the coarse scale: features average-pooled by this much
+    blocks: int = 2  # residual blocks at that scale
+
+
 class EncoderConfig(StrictConfig):
     in_channels: int = 1
     features: int = 256
     blocks: int = 24
     out_channels: int = 768
     res_scale: float = 0.1
+    context: ContextConfig | None = None  # a PooledContext branch (starts as the identity)
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,30 @@ def fusion_takes_pooled_text(kind: str) -> bool:
 
 
 def extends_spec(spec: dict, base: dict) -> bool:
-    """Whether network ``spec`` is ``base`` with its fusion replaced by one that extends it, so
-    that ``base``'s weights initialise every parameter but the extension's."""
+    """Whether network ``spec`` is ``base`` plus parameters that start as the identity (a fusion
+    that extends base's, a context branch in the encoder, or both), so that ``base``'s weights
+    initialise every parameter but the extensions'."""
+    reduced = [spec]
+    for reduce in (_without_fusion_extension, _without_context):
+        reduced += [smaller for candidate in reduced if (smaller := reduce(candidate)) is not None]
+    return base in reduced[1:]
+
+
+def _without_fusion_extension(spec: dict) -> dict | None:
+    """``spec`` with its fusion replaced by the kind it extends (None: it extends none)."""
     fusion = spec["args"]["fusion"]
     extended = _FUSIONS[_known(_FUSIONS, "fusion", fusion["kind"])].extends
     if extended is None:
-        return False
-    args = {**spec["args"], "fusion": {**fusion, "kind": extended}}
-    return {**spec, "args": args} == base
+        return None
+    return {**spec, "args": {**spec["args"], "fusion": {**fusion, "kind": extended}}}
+
+
+def _without_context(spec: dict) -> dict | None:
+    """``spec`` without its encoder's context branch (None: it has none)."""
+    encoder = spec["args"]["encoder"]
+    if encoder["context"] is None:
+        return None
+    return {**spec, "args": {**spec["args"], "encoder": {**encoder, "context": None}}}
 
 
 def _known(table: dict[str, _Kind], what: str, kind: str) -> str:
@@ -277,6 +299,7 @@ def build_synth(config: SynthConfig) -> SynthesisNetwork:
         blocks=e.blocks,
         out_channels=e.out_channels,
         res_scale=e.res_scale,
+        context=None if e.context is None else e.context.model_dump(),
     )
     fusion = _FUSIONS[config.fusion.kind].build(config)
     imnet = _DECODERS[config.decoder.kind].build(config)

@@ -111,8 +111,8 @@ def make_conditioner(config: SynthesisTrainConfig, train_prompts: list[str]) -> 
 def initial_weights(model: SynthesisNetwork, checkpoint: str, key: str | None = None) -> None:
     """Copy the synthesis network of ``checkpoint`` (a stage-2 checkpoint, a pipeline or a
     bundled model's name; of a routed one, its network ``key``) into ``model``, which must have
-    the same architecture, or one whose fusion extends the checkpoint's
-    (:func:`~tumsyn.models.synth.extends_spec`: the extension's parameters keep their identity
+    the same architecture, or one that extends the checkpoint's (a fusion or a context branch,
+    :func:`~tumsyn.models.synth.extends_spec`: the extension's parameters keep their identity
     start)."""
     loaded = load_checkpoint(checkpoint_path(checkpoint))
     network = _chosen_network(loaded.synth if isinstance(loaded, SynthesisPipeline) else loaded,
