@@ -21,8 +21,8 @@ from tumsyn.models.fusion import (
 )
 from tumsyn.models.liif import LocalImplicitDecoder, OfficialDecoder, cell_centres, sample_grid
 from tumsyn.models.registry import build, load_config
-from tumsyn.models.synth import extends_spec
 from tumsyn.models.residual_encoder import ResidualEncoder3D
+from tumsyn.models.synth import extends_spec
 
 OFFICIAL_PARAMETERS = 113_595_137
 
@@ -47,7 +47,9 @@ def test_paper_size_configs_are_about_114m_parameters() -> None:
     assert 105e6 < _count(base) < 120e6
 
 
-@pytest.mark.parametrize("name", ["official-synth", "tumsyn-base", "tumsyn-tiny", "tumsyn-tiny-ctx"])
+@pytest.mark.parametrize(
+    "name", ["official-synth", "tumsyn-base", "tumsyn-tiny", "tumsyn-tiny-ctx"]
+)
 def test_every_config_runs_forward_on_cpu(name: str) -> None:
     torch.manual_seed(0)
     model = build(name).eval()
