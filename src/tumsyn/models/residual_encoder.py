@@ -40,11 +40,10 @@ class _ResidualBlock(nn.Module):
 class PooledContext(nn.Module):
     """Adds to each voxel's features those of its neighbourhood seen at ``1/factor`` resolution.
 
-    Why: the full-resolution blocks see about 20 voxels across, too little to tell the middle of
-    a wide flat region (a ventricle's CSF in a T1w) from other tissue of that intensity; the same
-    blocks run on the average-pooled features see ``factor`` times farther at ``1/factor^3`` of
-    the cost. The coarse features are upsampled trilinearly and added through a 1x1 convolution
-    that starts at zero, so an encoder without this branch fine-tunes into one with it.
+    Why: the full-resolution blocks see about 20 voxels across; the same blocks run on the
+    average-pooled features see ``factor`` times farther at ``1/factor^3`` of the cost. The
+    coarse features are upsampled trilinearly and added through a 1x1 convolution that starts at
+    zero, so an encoder without this branch fine-tunes into one with it.
 
     Example:
         >>> context = PooledContext(channels=4, factor=4, blocks=1, res_scale=0.1)
